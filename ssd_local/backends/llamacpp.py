@@ -1,0 +1,260 @@
+"""The llama.cpp engine (llama-cpp-python's low-level API).
+
+Sampling is batched across sequences with continuous batching: ``batch_size`` slots share
+one context; each step decodes one token for every live sequence, and a slot freed by a
+finished sequence takes the next prompt in the same ``llama_decode`` call. Each sequence
+owns a sampler chain (temperature -> top-k -> top-p -> draw) seeded with its own seed, so
+a sample does not depend on which others shared its batch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ..app.errors import UserError
+from .base import GenerationRequest, GenerationResult, SamplingParams
+
+_LOG_LOCK = threading.Lock()
+_LOG_CALLBACK: Any = None  # keep the ctypes callback alive
+LAST_ERRORS: deque[str] = deque(maxlen=50)
+
+
+def quiet_logs() -> None:
+    """Route llama.cpp's own logging away from the user's terminal; keep errors."""
+    global _LOG_CALLBACK
+    import llama_cpp as lc
+
+    with _LOG_LOCK:
+        if _LOG_CALLBACK is not None:
+            return
+
+        @lc.llama_log_callback
+        def _cb(level: int, text: bytes, _user: Any) -> None:
+            if level in (2, 3) and text:  # GGML_LOG_LEVEL_WARN, _ERROR
+                LAST_ERRORS.append(text.decode(errors="replace").rstrip())
+
+        _LOG_CALLBACK = _cb
+        lc.llama_log_set(_cb, ctypes.c_void_p(0))
+
+
+def make_sampler(params: SamplingParams, seed: int) -> Any:
+    """The paper's order: temperature, then top-k, then top-p, then sample."""
+    import llama_cpp as lc
+
+    chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+    if params.temperature <= 0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+        return chain
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(params.temperature))
+    if params.top_k > 0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(params.top_k))
+    if params.top_p < 1.0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(params.top_p, 1))
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    return chain
+
+
+@dataclass
+class _Seq:
+    index: int  # into requests
+    sampler: Any
+    pos: int  # next position to write
+    logit_idx: int  # where this sequence's logits are in the current batch
+    limit: int  # last position this sequence may use
+    out: list[int] = field(default_factory=list)
+    last: int = 0
+
+
+class LlamaCppEngine:
+    name = "llamacpp"
+
+    def __init__(self, path: Path, *, n_threads: int | None = None, n_gpu_layers: int = -1):
+        import llama_cpp as lc
+
+        self._lc = lc
+        lc.llama_backend_init()
+        quiet_logs()
+        mp = lc.llama_model_default_params()
+        mp.n_gpu_layers = n_gpu_layers
+        self.path = Path(path)
+        self.model = lc.llama_model_load_from_file(str(self.path).encode(), mp)
+        if not self.model:
+            detail = LAST_ERRORS[-1] if LAST_ERRORS else "unknown error"
+            raise UserError(f"llama.cpp cannot load {self.path.name} ({detail}); check that "
+                            "it is a complete GGUF file")
+        self.vocab = lc.llama_model_get_vocab(self.model)
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self._ctx: Any = None
+        self._ctx_shape: tuple[int, int, int] | None = None
+
+    # -- model facts -----------------------------------------------------------------------
+    def context_length(self) -> int:
+        return int(self._lc.llama_model_n_ctx_train(self.model))
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = self._lc.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            self._lc.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode(errors="replace")
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(256)
+        n = self._lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        """Chat-rendered text already holds its special tokens: parse them, add none."""
+        lc = self._lc
+        data = text.encode()
+        n_max = len(data) + 16
+        buf = (lc.llama_token * n_max)()
+        n = lc.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, True)
+        if n < 0:
+            n_max = -n
+            buf = (lc.llama_token * n_max)()
+            n = lc.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, True)
+        return list(buf[:n])
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self.meta("tokenizer.chat_template")
+        if not template:
+            raise UserError(f"{self.path.name} has no chat template; SSD needs an instruct or "
+                            "thinking (chat) model")
+        bos = self.piece(self._lc.llama_vocab_bos(self.vocab), special=True).decode(
+            errors="replace")
+        eos = self.piece(self._lc.llama_vocab_eos(self.vocab), special=True).decode(
+            errors="replace")
+        return Jinja2ChatFormatter(template, eos, bos)(messages=messages).prompt
+
+    # -- generation ------------------------------------------------------------------------
+    def _context(self, n_slots: int, n_ctx: int, n_batch: int) -> Any:
+        lc = self._lc
+        shape = (n_slots, n_ctx, n_batch)
+        if self._ctx is not None and self._ctx_shape == shape:
+            lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
+            return self._ctx
+        self._free_ctx()
+        cp = lc.llama_context_default_params()
+        cp.n_ctx = n_ctx
+        cp.n_batch = n_batch
+        cp.n_ubatch = min(n_batch, 512)
+        cp.n_seq_max = n_slots
+        cp.kv_unified = True
+        cp.n_threads = cp.n_threads_batch = self.n_threads
+        cp.no_perf = True
+        ctx = lc.llama_init_from_model(self.model, cp)
+        if not ctx:
+            raise UserError(f"llama.cpp could not allocate a context of {n_ctx} tokens; lower "
+                            "--batch-size or --max-new-tokens")
+        self._ctx, self._ctx_shape = ctx, shape
+        return ctx
+
+    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams, *,
+                 batch_size: int = 8, cancel: threading.Event | None = None
+                 ) -> Iterator[GenerationResult]:
+        if not requests:
+            return
+        lc = self._lc
+        tokens = [self.tokenize(r.prompt_text) for r in requests]
+        ctx_train = self.context_length()
+        longest = max(len(t) for t in tokens)
+        if longest >= ctx_train:
+            raise UserError(f"a prompt is {longest} tokens, the model's context is {ctx_train}; "
+                            "shorten the prompts")
+        per_seq = min(ctx_train, longest + params.max_new_tokens)
+        n_slots = max(1, min(batch_size, len(requests)))
+        n_batch = max(512, longest + n_slots)
+        ctx = self._context(n_slots, n_slots * per_seq, n_batch)
+        mem = lc.llama_get_memory(ctx)
+        batch = lc.llama_batch_init(n_batch, 0, 1)
+        pending = deque(range(len(requests)))
+        live: dict[int, _Seq] = {}
+        free = list(range(n_slots))
+
+        def put(n: int, tok: int, pos: int, sid: int, logits: bool) -> None:
+            batch.token[n] = tok
+            batch.pos[n] = pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = sid
+            batch.logits[n] = logits
+
+        try:
+            while pending or live:
+                if cancel is not None and cancel.is_set():
+                    return
+                n = 0
+                for sid, s in live.items():
+                    put(n, s.last, s.pos, sid, True)
+                    s.logit_idx, s.pos, n = n, s.pos + 1, n + 1
+                while pending and free and (n == 0 or n + len(tokens[pending[0]]) <= n_batch):
+                    i, sid = pending.popleft(), free.pop()
+                    t = tokens[i]
+                    for j, tok in enumerate(t):
+                        put(n + j, tok, j, sid, j == len(t) - 1)
+                    n += len(t)
+                    live[sid] = _Seq(i, make_sampler(params, requests[i].seed), len(t), n - 1,
+                                     min(per_seq, len(t) + params.max_new_tokens))
+                batch.n_tokens = n
+                rc = lc.llama_decode(ctx, batch)
+                if rc != 0:
+                    raise RuntimeError(f"llama_decode failed with code {rc}")
+                for sid, s in list(live.items()):
+                    tok = lc.llama_sampler_sample(s.sampler, ctx, s.logit_idx)
+                    reason = None
+                    if lc.llama_vocab_is_eog(self.vocab, tok):
+                        reason = "stop"
+                    else:
+                        s.out.append(tok)
+                        s.last = tok
+                        if s.pos >= s.limit or len(s.out) >= params.max_new_tokens:
+                            reason = "length"
+                    if reason is None:
+                        continue
+                    del live[sid]
+                    free.append(sid)
+                    lc.llama_memory_seq_rm(mem, sid, -1, -1)
+                    lc.llama_sampler_free(s.sampler)
+                    s.sampler = None
+                    text = b"".join(self.piece(t) for t in s.out).decode(errors="replace")
+                    yield GenerationResult(requests[s.index].key, text, len(tokens[s.index]),
+                                           len(s.out), reason)
+        finally:
+            for s in live.values():
+                if s.sampler is not None:
+                    lc.llama_sampler_free(s.sampler)
+            lc.llama_batch_free(batch)
+            if live:
+                lc.llama_memory_clear(mem, True)
+
+    # -- cleanup ---------------------------------------------------------------------------
+    def _free_ctx(self) -> None:
+        if self._ctx is not None:
+            self._lc.llama_free(self._ctx)
+            self._ctx = None
+
+    def close(self) -> None:
+        self._free_ctx()
+        if getattr(self, "model", None):
+            self._lc.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,178 @@
+"""The ``ssd-local`` command. Thin: parse, call ``app``, render events with rich.
+
+    ssd-local sample smollm2-135m --prompts builtin --limit 4 --run r1
+    ssd-local runs
+    ssd-local presets
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import typing
+from dataclasses import MISSING, fields
+from typing import Any, Callable
+
+from .app.config import PRESETS, SampleConfig
+from .app.errors import Cancelled, UserError
+
+
+# -- options generated from the config dataclasses ----------------------------------------------
+def _base_type(tp: Any) -> type:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args else tp
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per config field; defaults and help come from the field itself."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(f"{cls.__name__} options")
+    for f in fields(cls):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        tp = _base_type(hints[f.name])
+        default = None if f.default is MISSING else f.default
+        shown = "" if default is None else f" (default: {default})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default,
+                                  "help": meta.get("help", "") + shown}
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = tp
+            if meta.get("choices"):
+                kwargs["choices"] = meta["choices"]
+            if meta.get("metavar"):
+                kwargs["metavar"] = meta["metavar"]
+        group.add_argument(flag, **kwargs)
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .app.sampling import sample
+    from .ui_cli import EventRenderer, console
+
+    cfg = config_from_args(SampleConfig, args)
+    with EventRenderer() as render, _cancel_on_sigint(render) as cancel:
+        run, summary = sample(args.model, cfg, args.run, on_event=render, cancel=cancel)
+    console().print(f"[bold green]sampled[/] {summary.samples} samples in run "
+                    f"[bold]{run.name}[/]: {run.samples_path}")
+    console().print(f"  degenerate: {summary.empty} empty, {summary.stub} one-line; "
+                    f"{summary.looped} looped; {summary.length_capped} hit --max-new-tokens; "
+                    f"{summary.with_code} with a code block")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .app.runs import STAGES, list_runs, runs_root
+    from .ui_cli import console
+
+    runs = list_runs()
+    if not runs:
+        console().print(f"no runs yet under {runs_root()}; start one with `ssd-local sample`")
+        return 0
+    table = Table("run", "model", "created", *STAGES, "samples")
+    colour = {"done": "green", "running": "yellow", "cancelled": "magenta", "failed": "red"}
+    for r in runs:
+        table.add_row(r.name, r.model, r.created[:19].replace("T", " "),
+                      *(f"[{colour.get(r.stages[s], 'dim')}]{r.stages[s]}[/]" for s in STAGES),
+                      str(r.samples))
+    console().print(table)
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .ui_cli import console
+
+    table = Table("preset", "T_train / top-k / top-p", "T_eval / top-k / top-p", "base", "note")
+    for p in PRESETS.values():
+        table.add_row(p.name, p.train.describe(), p.eval.describe(), p.base.describe(),
+                      p.description)
+    console().print(table)
+    return 0
+
+
+class _cancel_on_sigint:
+    """First Ctrl-C asks the work to stop at a safe point; a second one aborts at once."""
+
+    def __init__(self, render: Any):
+        self.render = render
+        self.event = threading.Event()
+
+    def __enter__(self) -> threading.Event:
+        def handler(signum: int, frame: Any) -> None:
+            if self.event.is_set():
+                raise KeyboardInterrupt
+            self.event.set()
+            self.render.note("stopping at a safe point; the run stays resumable "
+                             "(Ctrl-C again to abort now)")
+
+        self.old = signal.signal(signal.SIGINT, handler)
+        return self.event
+
+    def __exit__(self, *exc: Any) -> None:
+        signal.signal(signal.SIGINT, self.old)
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssd-local",
+        description="Simple self-distillation for code models, on your own machine.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("sample", help="sample the model's own answers (SSD stage 1)",
+                       description="Sample one (or N) answers per coding prompt at T_train with "
+                                   "top-k/top-p truncation; rerun to resume.")
+    p.add_argument("model", help="smollm2-135m, a .gguf file, an HF folder, or a hub id")
+    p.add_argument("--run", help="run name (default: the model's name); reuse it to resume")
+    add_config_options(p, SampleConfig)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("runs", help="list runs and their stage states")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("presets", help="the paper's decoding presets")
+    p.set_defaults(func=cmd_presets)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Cancelled as exc:
+        print(f"cancelled: {exc}; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("aborted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
