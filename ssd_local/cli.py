@@ -95,10 +95,16 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     from .ui_cli import console
 
-    table = Table("preset", "T_train / top-k / top-p", "T_eval / top-k / top-p", "base", "note")
+    def short(d: Any) -> str:
+        return f"{d.temperature:g}/{d.top_k or '-'}/{d.top_p:g}"
+
+    table = Table(caption="T / top-k / top-p; '-' = off", caption_justify="left")
+    table.add_column("preset", no_wrap=True)
+    for name in ("T_train", "T_eval", "base"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("source")
     for p in PRESETS.values():
-        table.add_row(p.name, p.train.describe(), p.eval.describe(), p.base.describe(),
-                      p.description)
+        table.add_row(p.name, short(p.train), short(p.eval), short(p.base), p.description)
     console().print(table)
     return 0
 

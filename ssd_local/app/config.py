@@ -45,22 +45,22 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("qwen3-instruct", "Qwen3-4B-Instruct-2507 settings from the paper",
+    Preset("qwen3-instruct", "paper: Qwen3-4B-Instruct-2507",
            Decoding(1.6, 20, 0.8), Decoding(1.1, 20, 0.8), Decoding(0.7, 20, 0.8)),
-    Preset("qwen3-30b-instruct", "Qwen3-30B-A3B-Instruct-2507 settings from the paper",
+    Preset("qwen3-30b-instruct", "paper: Qwen3-30B-A3B-Instruct-2507",
            Decoding(1.6, 20, 0.8), Decoding(0.9, 20, 0.8), Decoding(0.7, 20, 0.8)),
-    Preset("qwen3-thinking", "Qwen3-4B-Thinking-2507 settings from the paper",
+    Preset("qwen3-thinking", "paper: Qwen3-4B-Thinking-2507",
            Decoding(1.1, 20, 0.95), Decoding(0.7, 20, 0.95), Decoding(0.6, 20, 0.95), True),
-    Preset("qwen3-30b-thinking", "Qwen3-30B-A3B-Thinking-2507 settings from the paper",
+    Preset("qwen3-30b-thinking", "paper: Qwen3-30B-A3B-Thinking-2507",
            Decoding(1.2, 20, 0.95), Decoding(0.7, 20, 0.95), Decoding(0.6, 20, 0.95), True),
-    Preset("llama3-instruct", "Llama-3.1-8B-Instruct settings from the paper",
+    Preset("llama3-instruct", "paper: Llama-3.1-8B-Instruct",
            Decoding(0.8, 20, 0.8), Decoding(0.7, 20, 0.8), Decoding(0.9, 0, 0.8)),
-    Preset("gpt-oss", "GPT-OSS-20B (high) settings from the paper",
+    Preset("gpt-oss", "paper: GPT-OSS-20B (high)",
            Decoding(1.2, 0, 1.0), Decoding(1.0, 20, 0.95), Decoding(1.0, 0, 1.0), True),
     # Not in the paper. Small or unknown instruct models: a moderate T_train with the
     # paper's truncation, and T_eval so that T_eff = T_train x T_eval = 1.1, just under
     # the paper's peak (about 1.2); small models fall apart sooner when decoded hot.
-    Preset("generic", "unknown instruct models: moderate T_train, the paper's truncation",
+    Preset("generic", "not in the paper: small or unknown models",
            Decoding(1.0, 20, 0.8), Decoding(1.1, 20, 0.8), Decoding(0.7, 20, 0.8)),
 ]}
 

@@ -103,12 +103,12 @@ def _hub_error(exc: Exception, repo: str) -> UserError:
     if isinstance(exc, hf_errors.RepositoryNotFoundError):
         return UserError(f"model '{repo}' was not found on the Hugging Face Hub; check the id "
                          "(set HF_TOKEN for a private repo) or pass a local folder or .gguf")
-    if isinstance(exc, (hf_errors.EntryNotFoundError,)):
-        return UserError(f"'{repo}' has no such file; check the name after ':'")
     if isinstance(exc, hf_errors.LocalEntryNotFoundError):
         return UserError(f"cannot download '{repo}': the Hugging Face Hub is unreachable (or "
                          "HF_HUB_OFFLINE is set) and it is not in the HF cache; connect to the "
                          "network, or pass a local folder or .gguf file")
+    if isinstance(exc, (hf_errors.EntryNotFoundError,)):
+        return UserError(f"'{repo}' has no such file; check the name after ':'")
     return UserError(f"cannot download '{repo}' from the Hugging Face Hub "
                      f"({type(exc).__name__}); check the network and HF_TOKEN, or pass a "
                      "local folder or .gguf file")
@@ -123,21 +123,20 @@ def _from_hub(repo: str, fname: str | None, ref: str, on_event: OnEvent) -> Mode
             path = Path(hf.hf_hub_download(repo, fname, tqdm_class=tqdm_class)
                         if _accepts_tqdm(hf.hf_hub_download) else hf.hf_hub_download(repo, fname))
             return ModelRef(ref, "gguf", path, Path(fname).stem, "hub", repo)
-        files = hf.list_repo_files(repo) if not hf.constants.HF_HUB_OFFLINE else None
-        if files is not None and not any(f.endswith(".safetensors") for f in files):
+        on_event(Log(f"fetching {repo} (Hugging Face cache: reused when present)"))
+        path = Path(hf.snapshot_download(repo, allow_patterns=_HF_PATTERNS,
+                                         tqdm_class=tqdm_class))
+        if not (path / "config.json").exists():
+            files = [s.rfilename for s in (hf.model_info(repo).siblings or [])]
             ggufs = [f for f in files if f.endswith(".gguf")]
             if ggufs:
                 raise UserError(f"'{repo}' holds GGUF files only; pick one, e.g. "
                                 f"{repo}:{ggufs[0]}")
-        on_event(Log(f"downloading {repo} into the Hugging Face cache"))
-        path = Path(hf.snapshot_download(repo, allow_patterns=_HF_PATTERNS,
-                                         tqdm_class=tqdm_class))
+            raise UserError(f"'{repo}' is not a transformers model (no config.json)")
     except UserError:
         raise
-    except Exception as exc:  # huggingface-hub and requests/httpx errors
+    except Exception as exc:  # huggingface-hub and HTTP client errors
         raise _hub_error(exc, repo) from exc
-    if not (path / "config.json").exists():
-        raise UserError(f"'{repo}' is not a transformers model (no config.json)")
     return ModelRef(ref, "hf", path, repo.split("/")[-1], "hub", repo)
 
 
@@ -148,19 +147,21 @@ def _accepts_tqdm(fn: Any) -> bool:
 
 
 def _event_tqdm(on_event: OnEvent, stage: str) -> type:
-    """A tqdm class that reports download progress as events instead of drawing."""
+    """A tqdm class that reports byte progress as events instead of drawing a bar. (The
+    hub may set a bar's total after creating it, so the total is read at each update.)"""
     from tqdm.auto import tqdm
 
     class EventTqdm(tqdm):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any):
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
-            self._done = 0
+            self._bytes = kwargs.get("unit") == "B"
+            self._done = float(kwargs.get("initial") or 0)
 
         def update(self, n: float | None = 1) -> bool | None:
             self._done += n or 0
-            if self.total and self.total > 1:
-                on_event(Progress(stage, int(self._done), int(self.total)))
+            if self._bytes and self.total:
+                on_event(Progress(stage, int(self._done), int(self.total), {"bytes": 1.0}))
             return None
 
     return EventTqdm

@@ -32,6 +32,7 @@ class GenerationResult:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end-of-turn token) | "length" (hit max_new_tokens)
+    token_ids: tuple[int, ...] = ()  # the generated tokens, end token excluded
 
 
 class SamplingEngine(Protocol):

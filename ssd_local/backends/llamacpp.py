@@ -232,7 +232,7 @@ class LlamaCppEngine:
                     s.sampler = None
                     text = b"".join(self.piece(t) for t in s.out).decode(errors="replace")
                     yield GenerationResult(requests[s.index].key, text, len(tokens[s.index]),
-                                           len(s.out), reason)
+                                           len(s.out), reason, tuple(s.out))
         finally:
             for s in live.values():
                 if s.sampler is not None:

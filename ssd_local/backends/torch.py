@@ -62,6 +62,13 @@ class TorchEngine:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        # transformers fills unset fields of a passed GenerationConfig from the model's own
+        # generation_config.json (penalties, min-p...): keep only its stop tokens.
+        from transformers import GenerationConfig
+
+        self._eos = self._eos_ids()
+        self.model.generation_config = GenerationConfig(
+            eos_token_id=self._eos, pad_token_id=self.tokenizer.pad_token_id)
 
     def context_length(self) -> int:
         cfg = self.model.config
@@ -74,7 +81,7 @@ class TorchEngine:
         return self.tokenizer.apply_chat_template(messages, tokenize=False,
                                                   add_generation_prompt=True)
 
-    def eos_ids(self) -> list[int]:
+    def _eos_ids(self) -> list[int]:
         ids: set[int] = set()
         gc = getattr(self.model, "generation_config", None)
         for src in (getattr(gc, "eos_token_id", None), self.tokenizer.eos_token_id):
@@ -93,7 +100,7 @@ class TorchEngine:
         tok = self.tokenizer
         encoded = [tok(r.prompt_text, add_special_tokens=False)["input_ids"] for r in requests]
         order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
-        eos = self.eos_ids()
+        eos = self._eos
         greedy = params.temperature <= 0
         gen = GenerationConfig(
             do_sample=not greedy, max_new_tokens=params.max_new_tokens,
