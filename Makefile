@@ -1,7 +1,7 @@
 # ssd-local: one-command setup, tests and demo.
 #   make setup   create .venv/ and install everything (portable llama.cpp build, CPU torch)
 #   make test    run the whole test suite (installs first if needed)
-#   make demo    distill the embedded default model offline on CPU
+#   make demo    run SSD on the embedded default model, offline, on CPU
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -47,7 +47,8 @@ bench: setup
 	$(PY) bench/sampling.py
 
 demo: setup
-	$(VENV)/bin/ssd-local distill smollm2-135m --preset demo --run demo
+	$(VENV)/bin/ssd-local sample smollm2-135m --prompts builtin --limit 16 --max-new-tokens 256 --run demo
+	$(VENV)/bin/ssd-local runs
 
 clean:
 	rm -rf $(VENV) $(BUILD) .pytest_cache

@@ -60,6 +60,14 @@ def make_sampler(params: SamplingParams, seed: int) -> Any:
     return chain
 
 
+def _common_prefix(a: list[int], b: list[int], cap: int) -> int:
+    n = min(len(a), len(b), cap)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
 @dataclass
 class _Seq:
     index: int  # into requests
@@ -155,6 +163,7 @@ class LlamaCppEngine:
         cp.n_ubatch = min(n_batch, 512)
         cp.n_seq_max = n_slots
         cp.kv_unified = True
+        cp.flash_attn_type = -1  # auto: on where supported (faster batched decode on CPU)
         cp.n_threads = cp.n_threads_batch = self.n_threads
         cp.no_perf = True
         ctx = lc.llama_init_from_model(self.model, cp)
@@ -201,14 +210,26 @@ class LlamaCppEngine:
                 for sid, s in live.items():
                     put(n, s.last, s.pos, sid, True)
                     s.logit_idx, s.pos, n = n, s.pos + 1, n + 1
+                computed = [(s.index, sid) for sid, s in live.items()]
                 while pending and free and (n == 0 or n + len(tokens[pending[0]]) <= n_batch):
                     i, sid = pending.popleft(), free.pop()
                     t = tokens[i]
-                    for j, tok in enumerate(t):
-                        put(n + j, tok, j, sid, j == len(t) - 1)
-                    n += len(t)
+                    # Reuse the KV cells of the longest prompt prefix a live sequence already
+                    # computed (the shared system message; the same prompt sampled N times).
+                    shared, src = 0, -1
+                    for other, osid in computed:
+                        k = _common_prefix(t, tokens[other], len(t) - 1)
+                        if k > shared:
+                            shared, src = k, osid
+                    if shared:
+                        lc.llama_memory_seq_cp(mem, src, sid, 0, shared)
+                    for j in range(shared, len(t)):
+                        put(n + j - shared, t[j], j, sid, j == len(t) - 1)
+                    n += len(t) - shared
                     live[sid] = _Seq(i, make_sampler(params, requests[i].seed), len(t), n - 1,
                                      min(per_seq, len(t) + params.max_new_tokens))
+                    if not computed:
+                        break  # first step: prefill one prompt, so the next can share it
                 batch.n_tokens = n
                 rc = lc.llama_decode(ctx, batch)
                 if rc != 0:
