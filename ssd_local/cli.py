@@ -15,7 +15,7 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any, Callable
 
-from .app.config import PRESETS, SampleConfig
+from .app.config import PRESETS, SampleConfig, TrainConfig
 from .app.errors import Cancelled, UserError
 
 
@@ -67,6 +67,32 @@ def cmd_sample(args: argparse.Namespace) -> int:
     console().print(f"  degenerate: {summary.empty} empty, {summary.stub} one-line; "
                     f"{summary.looped} looped; {summary.length_capped} hit --max-new-tokens; "
                     f"{summary.with_code} with a code block")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .app.training import train
+    from .ui_cli import EventRenderer, console
+
+    cfg = config_from_args(TrainConfig, args)
+    with EventRenderer() as render, _cancel_on_sigint(render) as cancel:
+        summary = train(args.run, cfg, on_event=render, cancel=cancel,
+                        fuse_after=not args.no_fuse)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        val = summary.get("val_loss")
+        console().print(f"[bold green]trained[/] run [bold]{args.run}[/]: {summary['steps']} "
+                        f"steps, train loss {summary['train_loss']:.4f}"
+                        + (f", val loss {val:.4f}" if val is not None else ""))
+    return 0
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from .app.training import fuse
+    from .ui_cli import EventRenderer, console
+
+    with EventRenderer() as render:
+        out = fuse(args.run, on_event=render)
+    console().print(f"[bold green]fused[/] into {out}")
     return 0
 
 
@@ -146,6 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="run name (default: the model's name); reuse it to resume")
     add_config_options(p, SampleConfig)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("train", help="fine-tune on a run's samples, then fuse (SSD stage 2)",
+                       description="LoRA (or --full) fine-tuning with plain cross-entropy on "
+                                   "the run's own samples; rerun to resume from the last "
+                                   "checkpoint. Under torchrun it trains with DDP (or --fsdp).")
+    p.add_argument("run", help="the run to train (see `ssd-local runs`)")
+    p.add_argument("--no-fuse", action="store_true", help="skip merging into RUN/merged")
+    add_config_options(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("fuse", help="merge a run's trained adapter into RUN/merged")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_fuse)
 
     p = sub.add_parser("runs", help="list runs and their stage states")
     p.set_defaults(func=cmd_runs)

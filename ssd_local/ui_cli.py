@@ -67,6 +67,14 @@ def _rate(m: dict[str, float]) -> str:
     parts = []
     if "samples_per_s" in m:
         parts.append(f"{m['samples_per_s']:.2f} samples/s")
+    if "loss" in m:
+        parts.append(f"loss {m['loss']:.4f}")
+    if "val_loss" in m:
+        parts.append(f"val {m['val_loss']:.4f}")
+    if "lr" in m:
+        parts.append(f"lr {m['lr']:.2e}")
     if "tokens_per_s" in m:
         parts.append(f"{m['tokens_per_s']:.0f} tok/s")
+    if "peak_mem_mb" in m:
+        parts.append(f"{m['peak_mem_mb']:.0f} MB")
     return "  ".join(parts)

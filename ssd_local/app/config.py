@@ -171,3 +171,88 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 def field_defaults(cls: type) -> dict[str, Any]:
     return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+# Learning rates. Full fine-tuning: the paper's cosine 5e-6 -> 1e-6. LoRA needs a much
+# higher rate (its update starts at zero and is low-rank); see README "Training" for the
+# measurement behind the default.
+LR_FULL = 5e-6
+LR_LORA = 2e-4
+MIN_LR_RATIO = 0.2  # the paper decays 5e-6 -> 1e-6
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    full: bool = opt(False, "full fine-tune instead of LoRA (needs far more memory)")
+    lora_rank: int = opt(16, "LoRA rank r", metavar="R")
+    lora_alpha: int = opt(32, "LoRA alpha (scale = alpha / r)", metavar="A")
+    lora_dropout: float = opt(0.05, "dropout on the LoRA input", metavar="P")
+    lora_targets: str = opt("all-linear", "modules that get adapters: all-linear, or a "
+                            "comma-separated list of names such as q_proj,v_proj",
+                            metavar="NAMES")
+    lr: float | None = opt(None, f"peak learning rate (default: {LR_LORA:g} for LoRA, "
+                           f"{LR_FULL:g} full, as in the paper)", metavar="LR")
+    warmup_ratio: float = opt(0.1, "share of steps spent warming up (paper: 250 of 2,500)",
+                              metavar="F")
+    weight_decay: float = opt(0.1, "AdamW weight decay (paper: 0.1)", metavar="W")
+    epochs: float = opt(1.0, "passes over the samples (ignored with --max-steps)", metavar="E")
+    max_steps: int | None = opt(None, "stop after this many optimizer steps", metavar="N")
+    batch_size: int = opt(4, "examples per forward pass (per process)", metavar="N")
+    effective_batch: int = opt(32, "examples per optimizer step, reached by gradient "
+                               "accumulation (paper: 32)", metavar="N")
+    max_seq_len: int = opt(4096, "longer examples are cut (paper: 65,536)", metavar="N")
+    batching: str = opt("pack", "pack: concatenate examples, attention kept inside each; "
+                        "group: batch examples of similar length; none: padded in order",
+                        choices=("pack", "group", "none"))
+    gradient_checkpointing: bool = opt(False, "recompute activations to save memory")
+    save_every: int = opt(50, "checkpoint every N optimizer steps", metavar="N")
+    keep_checkpoints: int = opt(2, "how many recent checkpoints to keep", metavar="N")
+    val_fraction: float = opt(0.05, "share of prompts held out for validation loss",
+                              metavar="F")
+    eval_every: int = opt(50, "validation loss every N steps (and at the end)", metavar="N")
+    drop_looped: bool = opt(False, "also drop samples that end in a repetition loop (the "
+                            "paper keeps them)")
+    seed: int = opt(0, "seed for data order, dropout and the adapter's initialisation")
+    fsdp: bool = opt(False, "shard the model across processes under torchrun (FSDP)")
+    t_eval: float | None = opt(None, "T_eval written to the tuned model's generation_config "
+                               "(default: the preset's)", metavar="T")
+    eval_top_k: int | None = opt(None, "top-k for T_eval decoding (default: the preset's)",
+                                 metavar="K")
+    eval_top_p: float | None = opt(None, "top-p for T_eval decoding (default: the preset's)",
+                                   metavar="P")
+
+    RESUMABLE_CHANGES = ("max_steps", "epochs", "save_every", "keep_checkpoints",
+                         "eval_every", "t_eval", "eval_top_k", "eval_top_p",
+                         "gradient_checkpointing", "batch_size")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else (LR_FULL if self.full else LR_LORA)
+
+    def validate(self) -> None:
+        for name in ("lora_rank", "lora_alpha", "batch_size", "effective_batch", "max_seq_len",
+                     "save_every", "keep_checkpoints", "eval_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError("--max-steps must be at least 1")
+        if self.epochs <= 0:
+            raise UserError("--epochs must be positive")
+        if self.lr is not None and not 0 < self.lr < 1:
+            raise UserError(f"--lr {self.lr} is out of range; LoRA commonly uses 1e-4 to 2e-4, "
+                            "full fine-tuning 5e-6")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError("--warmup-ratio must be in [0, 1)")
+        if not 0 <= self.val_fraction < 0.5:
+            raise UserError("--val-fraction must be in [0, 0.5)")
+        if not 0 <= self.lora_dropout < 1:
+            raise UserError("--lora-dropout must be in [0, 1)")
+        if self.effective_batch < self.batch_size:
+            raise UserError(f"--effective-batch {self.effective_batch} is smaller than "
+                            f"--batch-size {self.batch_size}; raise it or lower --batch-size")
+
+    def eval_decoding(self, preset_name: str | None) -> Decoding:
+        p = PRESETS.get(preset_name or "generic", PRESETS["generic"]).eval
+        return Decoding(p.temperature if self.t_eval is None else self.t_eval,
+                        p.top_k if self.eval_top_k is None else self.eval_top_k,
+                        p.top_p if self.eval_top_p is None else self.eval_top_p)

@@ -188,6 +188,9 @@ def ensure_hf_folder(model: ModelRef, on_event: OnEvent = ignore) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .runs import atomic_write_bytes
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     src_dir, fname = str(model.path.parent), model.path.name
     try:

@@ -48,6 +48,9 @@ class TorchEngine:
     def __init__(self, folder: Path, *, device: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         self._torch = torch
         self.device, self.dtype = pick_device(device)
