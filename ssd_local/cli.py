@@ -15,7 +15,7 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any, Callable
 
-from .app.config import PRESETS, SampleConfig, TrainConfig
+from .app.config import PRESETS, ExportConfig, SampleConfig, ServeConfig, TrainConfig
 from .app.errors import Cancelled, UserError
 
 
@@ -25,19 +25,23 @@ def _base_type(tp: Any) -> type:
     return args[0] if args else tp
 
 
-def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag`` per config field; defaults and help come from the field itself."""
+def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "",
+                       only: tuple[str, ...] | None = None) -> None:
+    """One ``--flag`` per config field; defaults and help come from the field itself.
+    ``prefix`` renames flags and destinations (``distill`` combines several stages)."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(f"{cls.__name__} options")
     for f in fields(cls):
         meta = f.metadata
         if not meta.get("cli", True):
             continue
-        flag = "--" + f.name.replace("_", "-")
+        if only is not None and f.name not in only:
+            continue
+        flag = "--" + (prefix + f.name).replace("_", "-")
         tp = _base_type(hints[f.name])
         default = None if f.default is MISSING else f.default
         shown = "" if default is None else f" (default: {default})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": default,
+        kwargs: dict[str, Any] = {"dest": prefix.replace("-", "_") + f.name, "default": default,
                                   "help": meta.get("help", "") + shown}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -50,8 +54,18 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
         group.add_argument(flag, **kwargs)
 
 
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+def config_from_args(cls: type, args: argparse.Namespace, prefixed: tuple[str, ...] = (),
+                     prefix: str = "") -> Any:
+    values = {}
+    for f in fields(cls):
+        dest = (prefix.replace("-", "_") + f.name) if f.name in prefixed else f.name
+        if hasattr(args, dest):
+            values[f.name] = getattr(args, dest)
+    return cls(**values)
+
+
+# options that both sampling and training have: training's get a train- prefix in distill
+SHARED = ("seed", "batch_size")
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -93,6 +107,84 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     with EventRenderer() as render:
         out = fuse(args.run, on_event=render)
     console().print(f"[bold green]fused[/] into {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .app.export import export
+    from .ui_cli import EventRenderer, console
+
+    with EventRenderer() as render:
+        ggufs = export(args.run, config_from_args(ExportConfig, args), on_event=render)
+    for q, a in ggufs.items():
+        console().print(f"[bold green]{q}[/] {a['bytes'] / 2**20:.1f} MB  sha256 "
+                        f"{a['sha256'][:16]}")
+    console().print(f"serve it: [bold]ssd-local serve {args.run}[/]")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app.serving import check_bind, client_snippets, plan, serve
+    from .ui_cli import console
+
+    cfg = config_from_args(ServeConfig, args)
+    p = plan(args.target, cfg.quant)
+    check_bind(cfg)
+    snippets = client_snippets(p, cfg)
+    c = console()
+    c.print(f"serving [bold]{p.model_id}[/] ({p.path.name}) at [bold]{snippets['base_url']}[/]"
+            f"  default decoding {p.decoding.describe()}")
+    for title, text in list(snippets.items())[1:]:
+        c.print(f"[dim]-- {title} --[/]")
+        c.print(text, markup=False, highlight=False, soft_wrap=True)
+    c.print("[dim]Ctrl-C stops the server.[/]")
+    serve(p, cfg)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .app.serving import servable
+    from .ui_cli import console
+
+    table = Table("name", "kind", "GGUFs")
+    for name, kind, detail in servable():
+        table.add_row(name, kind, detail)
+    console().print(table)
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .app.pipeline import distill
+    from .ui_cli import EventRenderer, console
+
+    s_cfg = config_from_args(SampleConfig, args)
+    t_cfg = config_from_args(TrainConfig, args, SHARED, "train-")
+    e_cfg = config_from_args(ExportConfig, args)
+    with EventRenderer() as render, _cancel_on_sigint(render) as cancel:
+        out = distill(args.model, s_cfg, t_cfg, e_cfg, args.run, stop_after=args.stop_after,
+                      on_event=render, cancel=cancel)
+    c = console()
+    s = out["sample"]
+    c.print(f"[bold green]distilled[/] run [bold]{out['run']}[/]")
+    c.print(f"  samples: {s['samples']} ({s['empty']} empty, {s['stub']} one-line, "
+            f"{s['looped']} looped, {s['length_capped']} hit the length cap)")
+    t = out.get("train") or {}
+    if t:
+        val = t.get("val_loss")
+        c.print(f"  training: {t.get('steps')} steps, final train loss "
+                f"{t.get('train_loss', float('nan')):.4f}"
+                + (f", val loss {val:.4f}" if val is not None else ""))
+    for rel, size in (out.get("ggufs") or {}).items():
+        c.print(f"  {rel}: {size / 2**20:.1f} MB")
+    d = out.get("recommended_decoding")
+    if d:
+        c.print(f"  recommended decoding (T_eval): T={d['temperature']:g} top-k={d['top_k']} "
+                f"top-p={d['top_p']:g}")
+    if out.get("ggufs"):
+        c.print(f"serve it:  [bold]ssd-local serve {out['run']}[/]   (then point an OpenAI "
+                "client at http://127.0.0.1:8080/v1)")
     return 0
 
 
@@ -185,6 +277,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fuse", help="merge a run's trained adapter into RUN/merged")
     p.add_argument("run")
     p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("export", help="convert RUN/merged to GGUF and quantize (llama.cpp)")
+    p.add_argument("run")
+    add_config_options(p, ExportConfig)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible endpoint for a run or GGUF (llama.cpp)")
+    p.add_argument("target", help="a run name, a .gguf file, or smollm2-135m")
+    add_config_options(p, ServeConfig)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("models", help="what `serve` can serve: runs with GGUFs, the default")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("distill", help="the whole recipe: sample, train, fuse, export",
+                       description="sample -> train -> fuse -> export/quantize in one run; "
+                                   "rerun to resume at the first unfinished stage.")
+    p.add_argument("model", help="smollm2-135m, a .gguf file, an HF folder, or a hub id")
+    p.add_argument("--run", help="run name (default: the model's name)")
+    p.add_argument("--stop-after", choices=("sample", "train", "fuse", "export"))
+    add_config_options(p, SampleConfig)
+    add_config_options(p, TrainConfig, only=tuple(
+        f.name for f in fields(TrainConfig) if f.name not in SHARED))
+    add_config_options(p, TrainConfig, prefix="train-", only=SHARED)
+    add_config_options(p, ExportConfig)
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("runs", help="list runs and their stage states")
     p.set_defaults(func=cmd_runs)

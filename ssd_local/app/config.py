@@ -201,9 +201,10 @@ class TrainConfig:
     effective_batch: int = opt(32, "examples per optimizer step, reached by gradient "
                                "accumulation (paper: 32)", metavar="N")
     max_seq_len: int = opt(4096, "longer examples are cut (paper: 65,536)", metavar="N")
-    batching: str = opt("pack", "pack: concatenate examples, attention kept inside each; "
-                        "group: batch examples of similar length; none: padded in order",
-                        choices=("pack", "group", "none"))
+    batching: str = opt("group", "group: batch examples of similar length (fastest measured "
+                        "on CPU); pack: concatenate examples, attention kept inside each (pays "
+                        "off with flash attention on GPU); none: padded in sample order",
+                        choices=("group", "pack", "none"))
     gradient_checkpointing: bool = opt(False, "recompute activations to save memory")
     save_every: int = opt(50, "checkpoint every N optimizer steps", metavar="N")
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep", metavar="N")
@@ -256,3 +257,35 @@ class TrainConfig:
         return Decoding(p.temperature if self.t_eval is None else self.t_eval,
                         p.top_k if self.eval_top_k is None else self.eval_top_k,
                         p.top_p if self.eval_top_p is None else self.eval_top_p)
+
+
+QUANT_TYPES = ("f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    quant: str = opt("q4_k_m,q8_0", "GGUF types to produce, comma-separated: "
+                     + ", ".join(QUANT_TYPES), metavar="TYPES")
+
+    def quants(self) -> list[str]:
+        qs = [q.strip().lower() for q in self.quant.split(",") if q.strip()]
+        bad = [q for q in qs if q not in QUANT_TYPES]
+        if bad or not qs:
+            raise UserError(f"unknown quant type {', '.join(bad) or '(none)'}; choose from "
+                            + ", ".join(QUANT_TYPES))
+        return list(dict.fromkeys(qs))
+
+    def validate(self) -> None:
+        self.quants()
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = opt("127.0.0.1", "address to bind; anything but loopback needs --api-key")
+    port: int = opt(8080, "TCP port", metavar="P")
+    api_key: str | None = opt(None, "require this key (Authorization: Bearer KEY)",
+                              metavar="KEY")
+    quant: str | None = opt(None, "which of the run's GGUFs to serve (default: the smallest)",
+                            metavar="TYPE")
+    n_ctx: int = opt(8192, "context window of the server, in tokens", metavar="N")
+    threads: int | None = opt(None, "CPU threads (default: all cores)", metavar="N")

@@ -1,0 +1,40 @@
+"""llama.cpp's quantizer through llama-cpp-python, in a child process so its per-tensor
+log lines (written by C code straight to stderr) land in a log file, not on the screen.
+
+    python -m ssd_local.backends.llamacpp_quantize SRC.gguf DST.gguf q4_k_m
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+from pathlib import Path
+
+from ..app.errors import UserError
+
+QUANTS = {"f16": "LLAMA_FTYPE_MOSTLY_F16", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+          "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+          "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
+
+
+def quantize(src: Path, dst: Path, quant: str, log: Path) -> None:
+    with open(log, "a") as f:
+        f.write(f"\n$ quantize {src.name} -> {dst.name} ({quant})\n")
+        f.flush()
+        r = subprocess.run([sys.executable, "-m", __name__, str(src), str(dst), quant],
+                           stdout=f, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise UserError(f"llama.cpp's quantizer failed for {quant}; see {log}")
+
+
+def _main(src: str, dst: str, quant: str) -> int:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANTS[quant])
+    return int(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+
+
+if __name__ == "__main__":
+    sys.exit(_main(*sys.argv[1:4]))
