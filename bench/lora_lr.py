@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--prompts", type=int, default=120)
-    ap.add_argument("--lrs", default="2e-5,5e-5,1e-4,2e-4,5e-4,1e-3")
+    ap.add_argument("--lrs", default="5e-5,2e-4,1e-3")
     ap.add_argument("--home", default=os.path.join(tempfile.gettempdir(), "ssd-local-bench"))
     a = ap.parse_args()
     os.environ["SSD_LOCAL_HOME"] = a.home

@@ -196,7 +196,7 @@ def ensure_hf_folder(model: ModelRef, on_event: OnEvent = ignore) -> Path:
     try:
         tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=fname)
         m = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=fname,
-                                                 torch_dtype=torch.float32)
+                                                 dtype=torch.float32)
     except Exception as exc:
         raise UserError(f"transformers cannot load {model.path.name} ({exc}); pass the model's "
                         "Hugging Face folder or hub id instead") from exc

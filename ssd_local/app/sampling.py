@@ -116,8 +116,9 @@ def sample(model_ref: str, cfg: SampleConfig, run_name: str | None = None, *,
                 if own:
                     engine.close()
         summary = SampleSummary.of(run.read_samples())
-        run.record_artefact("samples.jsonl", lines=summary.samples)
-        run.set_stage(STAGE, "done", summary=asdict(summary))
+        if todo or run.stage_state(STAGE) != "done":
+            run.record_artefact("samples.jsonl", lines=summary.samples)
+            run.set_stage(STAGE, "done", summary=asdict(summary))
         on_event(StageFinished(STAGE, "done", asdict(summary)))
         return run, summary
 

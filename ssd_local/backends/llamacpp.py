@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -41,6 +42,25 @@ def quiet_logs() -> None:
 
         _LOG_CALLBACK = _cb
         lc.llama_log_set(_cb, ctypes.c_void_p(0))
+        # llama.cpp logs while models are freed at interpreter exit, after this callback's
+        # Python objects may be gone: hand logging back to C first.
+        import atexit
+
+        atexit.register(_restore_logs)
+
+
+def _restore_logs() -> None:
+    """At exit: hand logging back to llama.cpp's own (C) logger, whose last words about
+    freeing buffers go to a closed stderr instead of the user's screen."""
+    import llama_cpp as lc
+
+    try:
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+    except OSError:
+        pass
+    lc.llama_log_set(ctypes.cast(None, lc.llama_log_callback), ctypes.c_void_p(0))
 
 
 def make_sampler(params: SamplingParams, seed: int) -> Any:

@@ -57,7 +57,7 @@ class TorchEngine:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
             self.model = AutoModelForCausalLM.from_pretrained(str(folder),
-                                                              torch_dtype=self.dtype)
+                                                              dtype=self.dtype)
         except (OSError, ValueError) as exc:
             raise UserError(f"transformers cannot load {folder} ({exc}); check the model "
                             "folder") from exc

