@@ -4,7 +4,8 @@ the same GGUF, one after the other in one command run, same requests.
     .venv/bin/python bench/serving.py                 # the embedded SmolLM2-135M Q4_1
     .venv/bin/python bench/serving.py --gguf RUN_OR_FILE --rounds 5
 
-For 1 client and for 4 concurrent clients it streams chat completions through the real
+Both run with interrupt_requests off (ssd-local's setting: concurrent clients queue instead
+of cutting each other off). For 1 client and for 4 concurrent clients it streams chat completions through the real
 `openai` client (greedy, a fixed max_tokens) and reports time to first token, tokens/s per
 stream and aggregate tokens/s; then the overhead of ssd-local against the direct server.
 """
@@ -80,6 +81,7 @@ def measure(base: str, model: str, clients: int, max_tokens: int, rounds: int) -
         ttft += [o[0] for o in out]
         per_stream += [o[2] for o in out]
         aggregate.append(sum(o[1] for o in out) / wall)
+    ttft = [x for x in ttft if x == x]  # a stream with no content has no first token
     return {"ttft": statistics.median(ttft), "tps": statistics.median(per_stream),
             "agg": statistics.median(aggregate)}
 
@@ -98,7 +100,8 @@ def main() -> None:
         "llama_cpp.server direct": lambda port: [
             sys.executable, "-m", "llama_cpp.server", "--model", str(p.path), "--host",
             "127.0.0.1", "--port", str(port), "--model_alias", p.model_id, "--n_ctx", "8192",
-            "--n_threads", threads, "--n_threads_batch", threads, "--verbose", "False"],
+            "--n_threads", threads, "--n_threads_batch", threads, "--verbose", "False",
+            "--interrupt_requests", "False"],
         "ssd-local serve": lambda port: [
             sys.executable, "-m", "ssd_local.cli", "serve", a.gguf, "--port", str(port),
             "--n-ctx", "8192"],

@@ -144,7 +144,10 @@ def build_app(p: ServePlan, cfg: ServeConfig) -> Any:
     from ..backends.llamacpp import quiet_logs
 
     quiet_logs()
-    server = ServerSettings(host=cfg.host, port=cfg.port, api_key=cfg.api_key)
+    # Concurrent clients queue; llama-cpp-python's default lets a new request cut off
+    # the one streaming (an editor's completion would kill an agent's answer).
+    server = ServerSettings(host=cfg.host, port=cfg.port, api_key=cfg.api_key,
+                            interrupt_requests=False)
     model = ModelSettings(model=str(p.path), model_alias=p.model_id, n_ctx=cfg.n_ctx,
                           n_gpu_layers=-1, n_threads=cfg.threads or os.cpu_count() or 1,
                           n_threads_batch=cfg.threads or os.cpu_count() or 1, verbose=False)
