@@ -117,6 +117,17 @@ def test_export_needs_a_merged_model_and_known_quants(tiny_model):
     assert r.returncode == 2 and "unknown quant type q3_xx" in r.stderr
 
 
+def test_unsupported_architecture_is_named(tmp_path):
+    from ssd_local.app import converter
+    from ssd_local.app.errors import UserError
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(
+        '{"architectures": ["NopeForCausalLM"], "model_type": "nope"}')
+    with pytest.raises(UserError, match="Model NopeForCausalLM is not supported"):
+        converter.convert(tmp_path / "m", tmp_path / "x.gguf", tmp_path / "log.txt")
+
+
 def test_request_without_sampling_gets_the_runs_decoding():
     """The middleware in front of llama-cpp-python's server, on a real ASGI app that
     echoes the body it receives."""

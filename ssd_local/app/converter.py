@@ -96,8 +96,9 @@ def convert(hf_folder: Path, outfile: Path, log: Path, outtype: str = "f16") -> 
         tail = log.read_text(errors="replace").splitlines()[-30:]
         arch = next((ln for ln in tail if "not supported" in ln.lower()), None)
         if arch:
-            raise UserError(f"llama.cpp's converter cannot handle this model: "
-                            f"{arch.strip()[-160:]}; see {log}")
+            msg = arch.split(":")[-1].strip()[-160:]
+            raise UserError(f"llama.cpp's converter cannot handle this model ({msg}); export "
+                            f"needs an architecture llama.cpp supports; details in {log}")
         raise UserError(f"llama.cpp's converter failed; see {log}")
 
 
