@@ -318,6 +318,10 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # deprecation chatter from the libraries is for their authors, not for our users
+    warnings.filterwarnings("ignore", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
