@@ -199,7 +199,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         console().print(f"no runs yet under {runs_root()}; start one with `ssd-local sample`")
         return 0
     table = Table("run", "model", "created", *STAGES, "samples")
-    colour = {"done": "green", "running": "yellow", "cancelled": "magenta", "failed": "red"}
+    colour = {"done": "green", "running": "yellow", "cancelled": "magenta", "failed": "red",
+              "interrupted": "magenta"}
     for r in runs:
         table.add_row(r.name, r.model, r.created[:19].replace("T", " "),
                       *(f"[{colour.get(r.stages[s], 'dim')}]{r.stages[s]}[/]" for s in STAGES),

@@ -75,3 +75,11 @@ def test_lock_file_is_released_when_process_dies(tmp_path):
     lock = RunLock(tmp_path / "r" / ".lock")
     lock.acquire()
     lock.release()
+
+
+def test_a_killed_running_stage_lists_as_interrupted():
+    run = Run.create_or_open("r", MODEL)
+    run.set_stage("sample", "running")
+    assert runs.list_runs()[0].stages["sample"] == "running"  # we hold the lock
+    run.unlock()  # as if the process had died
+    assert runs.list_runs()[0].stages["sample"] == "interrupted"

@@ -253,6 +253,21 @@ def read_jsonl_repairing(path: Path, repair: bool = False) -> Iterator[dict[str,
             os.fsync(f.fileno())
 
 
+def is_locked(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock."""
+    lock = run_dir / ".lock"
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 @dataclass(frozen=True)
 class RunInfo:
     name: str
@@ -276,6 +291,9 @@ def list_runs() -> list[RunInfo]:
         except json.JSONDecodeError:
             continue
         stages = {s: man.get("stages", {}).get(s, {}).get("state", "pending") for s in STAGES}
+        if "running" in stages.values() and not is_locked(d):
+            # killed mid-stage: nothing holds the run, rerunning resumes it
+            stages = {s: "interrupted" if v == "running" else v for s, v in stages.items()}
         n = man.get("stages", {}).get("sample", {}).get("summary", {}).get("samples", 0)
         out.append(RunInfo(d.name, man.get("model", {}).get("ref", "?"),
                            man.get("created", ""), stages, n))

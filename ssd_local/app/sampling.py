@@ -112,6 +112,12 @@ def sample(model_ref: str, cfg: SampleConfig, run_name: str | None = None, *,
             engine = engine or open_engine(model, cfg.backend, on_event)
             try:
                 _generate(run, engine, cfg, todo, already, total, on_event, cancel)
+            except Cancelled:
+                raise
+            except BaseException as exc:
+                run.set_stage(STAGE, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                on_event(StageFinished(STAGE, "failed"))
+                raise
             finally:
                 if own:
                     engine.close()
