@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -92,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with EventRenderer() as render, _cancel_on_sigint(render) as cancel:
         summary = train(args.run, cfg, on_event=render, cancel=cancel,
                         fuse_after=not args.no_fuse)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, only the main process
         val = summary.get("val_loss")
         console().print(f"[bold green]trained[/] run [bold]{args.run}[/]: {summary['steps']} "
                         f"steps, train loss {summary['train_loss']:.4f}"

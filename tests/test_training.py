@@ -13,7 +13,6 @@ import pytest
 
 from conftest import ROOT, run_cli
 from ssd_local.app.config import SampleConfig, TrainConfig
-from ssd_local.app.errors import UserError
 from ssd_local.app.trainset import IGNORE, build_examples, plan_epoch
 
 torch = pytest.importorskip("torch")

@@ -12,7 +12,6 @@ with ``pip download``. It is never written by hand and never committed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -27,12 +26,9 @@ _MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
 
 
 def cache_root() -> Path:
-    env = os.environ.get("SSD_LOCAL_CACHE")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
+    from .runs import user_dir
 
-    return Path(platformdirs.user_cache_dir("ssd-local", appauthor=False))
+    return user_dir("SSD_LOCAL_CACHE", "cache")
 
 
 def llama_cpp_version() -> str:

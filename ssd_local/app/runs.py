@@ -29,14 +29,19 @@ _TRACKED_PACKAGES = ("ssd-local", "llama-cpp-python", "torch", "transformers", "
                      "accelerate", "mlx", "mlx-lm", "huggingface-hub", "gguf")
 
 
-def home() -> Path:
-    """``$SSD_LOCAL_HOME``, else the platform's user data folder."""
-    env = os.environ.get("SSD_LOCAL_HOME")
+def user_dir(env_var: str, kind: str) -> Path:
+    """``$env_var`` if set, else the platform's user ``kind`` folder ("data", "cache")."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env).expanduser()
     import platformdirs
 
-    return Path(platformdirs.user_data_dir("ssd-local", appauthor=False))
+    return Path(getattr(platformdirs, f"user_{kind}_dir")("ssd-local", appauthor=False))
+
+
+def home() -> Path:
+    """``$SSD_LOCAL_HOME``, else the platform's user data folder."""
+    return user_dir("SSD_LOCAL_HOME", "data")
 
 
 def runs_root() -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from dataclasses import asdict
 from typing import Any
 
@@ -186,9 +187,8 @@ def fuse(run_name: str, cfg: TrainConfig | None = None, *, on_event: OnEvent = i
         run.manifest["recommended_decoding"] = {"temperature": d.temperature,
                                                 "top_k": d.top_k, "top_p": d.top_p}
         run.set_stage(FUSE, "done", path=str(out))
-        for f in ("model.safetensors",):
-            if (out / f).exists():
-                run.record_artefact(f"merged/{f}")
+        for f in sorted(Path(out).glob("*.safetensors")):  # one file, or shards
+            run.record_artefact(f"merged/{f.name}")
         on_event(StageFinished(FUSE, "done", {"path": str(out)}))
         return str(out)
     finally:

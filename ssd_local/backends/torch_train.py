@@ -186,6 +186,17 @@ def collate(rows: list[list[Example]], pad_id: int, device: torch.device) -> dic
     return out
 
 
+def _autocast(device: torch.device) -> Any:
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
+        else contextlib.nullcontext()
+
+
+def _filler(pad_id: int, device: torch.device) -> dict[str, Any]:
+    """A one-token pass for a process with less work than the others (its loss is
+    discarded); FSDP needs every process to run the same number of forwards."""
+    return collate([[Example([pad_id, pad_id], [IGNORE, pad_id])]], pad_id, device)
+
+
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay from the peak to MIN_LR_RATIO x peak."""
     peak = cfg.peak_lr
@@ -297,23 +308,19 @@ def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example
     total, per_epoch = total_steps(len(train_set), cfg)
     lengths = [len(e.input_ids) for e in train_set]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    plans: dict[int, Any] = {}
+    plan_of: tuple[int, Any] = (-1, None)  # (epoch, its plan)
     last_loss, last_val = float("nan"), None
     t0, tokens_seen = time.monotonic(), 0
     module.train()
     done = start
     for step in range(start, total):
-        # every process stops at the same step (Ctrl-C reaches them at different times)
-        if all_sum(float(cancel is not None and cancel.is_set()), world, op="max"):
-            break
         epoch, k = divmod(step, per_epoch)
-        if epoch not in plans:
-            plans = {epoch: plan_epoch(lengths, cfg.batching, cfg.batch_size,
-                                       cfg.effective_batch, cfg.max_seq_len, cfg.seed, epoch)}
-        micro = plans[epoch][k % len(plans[epoch])]
-        mine = micro[world.rank::world.size]
+        if plan_of[0] != epoch:
+            plan_of = (epoch, plan_epoch(lengths, cfg.batching, cfg.batch_size,
+                                         cfg.effective_batch, cfg.max_seq_len, cfg.seed, epoch))
+        micro = plan_of[1][k % len(plan_of[1])]
         batches = [collate([[train_set[i] for i in row] for row in mb], pad_id, device)
-                   for mb in mine]
+                   for mb in micro[world.rank::world.size]]
         n_resp = all_sum(float(sum(b["responses"] for b in batches)), world)
         lr = lr_at(step, total, cfg)
         for g in optim.param_groups:
@@ -325,20 +332,22 @@ def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example
         last_loss = all_sum(loss_sum, world) / max(n_resp, 1.0)
         tokens_seen += int(all_sum(float(sum(b["tokens"] for b in batches)), world))
         done = step + 1
-        if val_set and (done % cfg.eval_every == 0 or done == total):
+        val_now = bool(val_set) and (done % cfg.eval_every == 0 or done == total)
+        if val_now:
             last_val = evaluate(module, val_set, cfg, pad_id, world, device)
-        report = StepReport(done, total, last_loss, lr,
-                            tokens_seen / max(time.monotonic() - t0, 1e-9),
-                            peak_memory_mb(device), last_val if done % cfg.eval_every == 0
-                            or done == total else None)
+        if world.main:  # metrics first: a kill before the checkpoint trims them on resume
+            on_step(StepReport(done, total, last_loss, lr,
+                               tokens_seen / max(time.monotonic() - t0, 1e-9),
+                               peak_memory_mb(device), last_val if val_now else None))
+        # every process stops at the same step (Ctrl-C reaches them at different times)
         stopping = all_sum(float(cancel is not None and cancel.is_set()), world, op="max")
         if done % cfg.save_every == 0 or done == total or stopping:
             save_checkpoint(ckpt_root, done, module, optim, world, cfg.keep_checkpoints,
                             {"epoch": epoch, "loss": last_loss, "val_loss": last_val})
             if world.size > 1:
                 dist.barrier()
-        if world.main:
-            on_step(report)
+        if stopping:
+            break
     if done < total:
         raise Cancelled(f"training stopped at step {done} of {total}")
     if start == total and last is not None:  # nothing left to run: the checkpoint's figures
@@ -355,16 +364,13 @@ def _accumulate(module: nn.Module, batches: list[dict[str, Any]], n_resp: float,
     Every process runs the same number of passes (FSDP gathers weights in each): one with
     fewer micro-batches adds passes whose loss is multiplied by zero."""
     loss_sum = 0.0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
-        else contextlib.nullcontext()
     scale = world.size / max(n_resp, 1.0)  # DDP/FSDP average over processes
     passes = int(all_sum(float(len(batches)), world, op="max"))
-    filler = collate([[Example([pad_id, pad_id], [IGNORE, pad_id])]], pad_id, device)
     for j in range(passes):
-        b, weight = (batches[j], scale) if j < len(batches) else (filler, 0.0)
+        b, weight = (batches[j], scale) if j < len(batches) else (_filler(pad_id, device), 0.0)
         sync = j == passes - 1 or not hasattr(module, "no_sync")
         ctx = contextlib.nullcontext() if sync else module.no_sync()
-        with ctx, autocast:
+        with ctx, _autocast(device):
             loss = module(b["input_ids"], b["position_ids"], b["labels"])
             (loss * weight).backward()
         if weight:
@@ -381,13 +387,10 @@ def evaluate(module: nn.Module, val_set: list[Example], cfg: TrainConfig, pad_id
     mine = list(range(len(val_set)))[world.rank::world.size]
     chunks = [mine[s:s + cfg.batch_size] for s in range(0, len(mine), cfg.batch_size)]
     passes = int(all_sum(float(len(chunks)), world, op="max"))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
-        else contextlib.nullcontext()
     for j in range(passes):
-        rows = [[val_set[i]] for i in chunks[j]] if j < len(chunks) \
-            else [[Example([pad_id, pad_id], [IGNORE, pad_id])]]
-        b = collate(rows, pad_id, device)
-        with autocast:
+        b = collate([[val_set[i]] for i in chunks[j]], pad_id, device) if j < len(chunks) \
+            else _filler(pad_id, device)
+        with _autocast(device):
             loss = float(module(b["input_ids"], b["position_ids"], b["labels"]))
         if j < len(chunks):
             total += loss
