@@ -189,6 +189,100 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_config(args: argparse.Namespace) -> Any:
+    from .app.evaluation.evaluate import EvalConfig
+
+    return config_from_args(EvalConfig, args)
+
+
+def _print_protections(c: Any, prot: dict[str, str]) -> None:
+    for key, text in prot.items():
+        style = "red" if "NOT" in text else "dim"
+        c.print(f"[{style}]sandbox {key}: {text}[/]")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from .app.evaluation import evaluate as ev
+    from .ui_cli import EventRenderer, console
+
+    cfg = _eval_config(args)
+    if bool(args.problems) != bool(args.completions):
+        raise UserError("--problems and --completions go together: pass both files")
+    with EventRenderer(quiet=args.json) as render, _cancel_on_sigint(render) as cancel:
+        if args.problems:
+            if args.target:
+                raise UserError("pass either a model/run or --problems/--completions, not both")
+            out = Path(args.out).expanduser() if args.out else None
+            result = ev.score_files(Path(args.problems).expanduser(),
+                                    Path(args.completions).expanduser(), cfg, out=out,
+                                    on_event=render, cancel=cancel)
+        else:
+            if not args.target and not cfg.endpoint:
+                raise UserError("name what to evaluate: a run, a model (e.g. smollm2-135m), or "
+                                "--endpoint URL; or score files with --problems/--completions")
+            result = ev.evaluate(args.target or "-", cfg, on_event=render, cancel=cancel)
+    s = result.summary
+    if args.json:
+        print(json.dumps(s | {"folder": str(result.folder)}, ensure_ascii=False))
+        return 0
+    c = console()
+    table = Table("metric", "value", "95% interval (bootstrap over problems)")
+    for key in [k for k in s if k.startswith("pass@")]:
+        lo, hi = s["ci95"][key]
+        table.add_row(key, f"{100 * s[key]:.1f}%", f"{100 * lo:.1f}% .. {100 * hi:.1f}%")
+    c.print(table)
+    c.print(f"{s['problems']} problems x {s['samples_per_problem']} samples"
+            + (f" on {s['benchmark']}" if s.get("benchmark") else ""))
+    for level, b in (s.get("by_difficulty") or {}).items():
+        c.print(f"  {level}: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in b.items()
+                                            if k.startswith("pass@"))
+                + f" ({b['problems']} problems)")
+    if s.get("errors"):
+        c.print("  failures: " + ", ".join(f"{k} {v}" for k, v in s["errors"].items()))
+    _print_protections(c, s.get("sandbox", {}))
+    c.print(f"per-sample results: {result.folder / 'results.jsonl'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .app.evaluation.compare import compare, parse_sweep
+    from .ui_cli import EventRenderer, console
+
+    cfg = _eval_config(args)
+    temps = parse_sweep(args.temperatures)
+    with EventRenderer() as render, _cancel_on_sigint(render) as cancel:
+        r = compare(args.run, cfg, temps, on_event=render, cancel=cancel)
+    c = console()
+    ks = cfg.ks()
+    table = Table(title=f"{r['run']} on {r['benchmark']}: {r['problems']} problems x "
+                        f"{r['samples_per_problem']} samples")
+    table.add_column("T", justify="right")
+    for k in ks:
+        table.add_column(f"base pass@{k}", justify="right")
+        table.add_column(f"tuned pass@{k}", justify="right")
+    for row in r["rows"]:
+        cells = [f"{row['temperature']:g}"]
+        for k in ks:
+            for side in ("base", "tuned"):
+                v = row.get(f"{side} pass@{k}")
+                best = r[f"{side}_best"]["temperature"] == row["temperature"] and k == 1
+                text = "-" if v is None else f"{100 * v:.1f}%"
+                cells.append(f"[bold]{text}*[/]" if best else text)
+        table.add_row(*cells)
+    c.print(table)
+    c.print("[dim]* best setting of each model (pass@1)[/]")
+    c.print(f"[bold]{r['verdict']}[/]")
+    c.print(f"plot: {r['plot']}")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -305,6 +399,38 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(p, TrainConfig, prefix="train-", only=SHARED)
     add_config_options(p, ExportConfig)
     p.set_defaults(func=cmd_distill)
+
+    from .app.evaluation.evaluate import EvalConfig
+
+    p = sub.add_parser("eval", help="pass@k on a benchmark, in a sandbox (run, model or files)",
+                       description="Evaluate a run's tuned model (at its T_eval), a model (at "
+                                   "its own recommended decoding) or an endpoint on a "
+                                   "benchmark; or score completions made elsewhere with "
+                                   "--problems/--completions. Samples run in a sandbox.")
+    p.add_argument("target", nargs="?", help="a run, smollm2-135m, a .gguf file, an HF "
+                                             "folder or a hub id")
+    p.add_argument("--problems", metavar="FILE", help="problems JSONL (HumanEval or "
+                                                      "stdin/stdout shape)")
+    p.add_argument("--completions", metavar="FILE", help="completions JSONL (task_id, "
+                                                         "completion)")
+    p.add_argument("--out", metavar="DIR", help="with --problems: write results.jsonl and "
+                                                "summary.json here (default: a folder under "
+                                                "$SSD_LOCAL_HOME/evals)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (pass@k and "
+                                                       "details) on stdout")
+    add_config_options(p, EvalConfig)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="base vs distilled over a temperature sweep",
+                       description="Evaluate the run's base model and its tuned model on the "
+                                   "same problems at each temperature; report each one's best "
+                                   "setting and the difference with a bootstrap interval; save "
+                                   "a plot in the run.")
+    p.add_argument("run")
+    p.add_argument("--temperatures", default="0.2,0.4,0.6,0.8,1.0,1.2,1.4", metavar="LIST",
+                   help="the sweep (default: 0.2,0.4,...,1.4)")
+    add_config_options(p, EvalConfig)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("runs", help="list runs and their stage states")
     p.set_defaults(func=cmd_runs)

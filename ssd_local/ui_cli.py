@@ -22,11 +22,12 @@ def console() -> Console:
 class EventRenderer:
     """Callable event sink: ``on_event=EventRenderer()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
-            TimeRemainingColumn(), console=Console(file=sys.stderr), transient=False)
+            TimeRemainingColumn(), console=Console(file=sys.stderr), transient=False,
+            disable=quiet)
         self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> "EventRenderer":
@@ -43,7 +44,8 @@ class EventRenderer:
         if isinstance(e, ev.StageStarted):
             desc = e.stage + (f" ({e.detail})" if e.detail else "")
             if e.stage in self.tasks:
-                self.progress.update(self.tasks[e.stage], total=e.total, completed=e.done)
+                self.progress.update(self.tasks[e.stage], total=e.total, completed=e.done,
+                                     description=desc)
             else:
                 self.tasks[e.stage] = self.progress.add_task(desc, total=e.total,
                                                              completed=e.done, rate="")
@@ -75,6 +77,8 @@ def _rate(m: dict[str, float]) -> str:
         parts.append(f"lr {m['lr']:.2e}")
     if "tokens_per_s" in m:
         parts.append(f"{m['tokens_per_s']:.0f} tok/s")
+    if "passed" in m:
+        parts.append(f"{m['passed']:.0f} passed")
     if "peak_mem_mb" in m:
         parts.append(f"{m['peak_mem_mb']:.0f} MB")
     return "  ".join(parts)

@@ -1,0 +1,404 @@
+"""``ssd-local eval``: generate answers to a benchmark's problems, run them in the sandbox,
+report pass@k with intervals.
+
+What is evaluated: a run's tuned model (its most precise GGUF, else its merged folder) at the
+run's recommended T_eval, or any model at its own recommended decoding. Answers are appended
+to ``generations.jsonl`` as they finish, so an interrupted evaluation resumes; every sample's
+verdict goes to ``results.jsonl`` and the numbers to ``summary.json``, in the run's
+``evals/`` folder (or ``$SSD_LOCAL_HOME/evals/`` for a plain model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import models
+from ..config import PRESETS, SYSTEM_PROMPT, Decoding, detect_preset, opt
+from ..errors import Cancelled, UserError
+from ..events import Log, OnEvent, Progress, StageFinished, StageStarted, ignore
+from ..runs import Run, atomic_write_bytes, atomic_write_json, home, read_jsonl_repairing, \
+    runs_root
+from . import scoring
+from .problems import Problem
+
+STAGE = "eval"
+GRADE = "grade"
+PRECISION = ("f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")  # most precise first
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    benchmark: str = opt("humaneval", "humaneval, humaneval-plus, mbpp-plus or livecodebench "
+                                "(NAME:DIR reads a local copy of a hub dataset)",
+                                metavar="NAME")
+    release: str = opt("v6", "livecodebench release (v1..v6)", metavar="V")
+    start_date: str | None = opt(None, "livecodebench: only problems from this date "
+                                 "(YYYY-MM-DD)", metavar="DATE")
+    end_date: str | None = opt(None, "livecodebench: only problems up to this date",
+                               metavar="DATE")
+    limit: int | None = opt(None, "use only the first N problems", metavar="N")
+    n: int | None = opt(None, "samples per problem (default: the largest k)", metavar="N")
+    k: str = opt("1", "pass@k to report, comma-separated, e.g. 1,5", metavar="K")
+    temperature: float | None = opt(None, "decoding temperature (default: a run's T_eval; a "
+                                    "model's own recommended setting)", metavar="T")
+    top_k: int | None = opt(None, "top-k, 0 = off (default: as for --temperature)",
+                            metavar="K")
+    top_p: float | None = opt(None, "top-p, 1.0 = off (default: as for --temperature)",
+                              metavar="P")
+    max_new_tokens: int = opt(1024, "generation cap per answer", metavar="N")
+    seed: int = opt(0, "sampling seed; each (problem, sample) gets its own derived seed")
+    batch_size: int = opt(8, "sequences decoded together (or requests in flight)",
+                          metavar="N")
+    backend: str | None = opt(None, "engine: llamacpp, torch or mlx (default: automatic)",
+                              choices=("llamacpp", "torch", "mlx"))
+    quant: str | None = opt(None, "which of a run's GGUFs to evaluate (default: the most "
+                            "precise)", metavar="TYPE")
+    timeout: float = opt(10.0, "seconds a sample may run (all its tests)", metavar="S")
+    memory_mb: int = opt(4096, "memory limit per sample, MB", metavar="MB")
+    workers: int | None = opt(None, "samples run in parallel (default: all cores)",
+                              metavar="N")
+    allow_overlap: bool = opt(False, "evaluate even when the run trained on benchmark "
+                              "problems")
+    endpoint: str | None = opt(None, "generate through an OpenAI-compatible server at URL "
+                               "(e.g. http://127.0.0.1:8080/v1)", metavar="URL")
+    api_key: str | None = opt(None, "API key for --endpoint", metavar="KEY")
+
+    def ks(self) -> list[int]:
+        try:
+            ks = sorted(set(scoring.iter_ks(self.k)))
+        except ValueError:
+            raise UserError(f"--k {self.k!r} is not a list of numbers; use e.g. --k 1,5") \
+                from None
+        if not ks or ks[0] < 1:
+            raise UserError("--k needs positive numbers, e.g. --k 1,5")
+        return ks
+
+    def samples(self) -> int:
+        n = self.n if self.n is not None else max(self.ks())
+        if n < max(self.ks()):
+            raise UserError(f"pass@{max(self.ks())} needs --n {max(self.ks())} or more "
+                            f"samples per problem (got --n {n})")
+        return n
+
+    def validate(self) -> None:
+        self.samples()
+        for name in ("max_new_tokens", "batch_size", "memory_mb"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.timeout <= 0:
+            raise UserError("--timeout must be positive")
+        if self.limit is not None and self.limit < 1:
+            raise UserError("--limit must be at least 1")
+        if self.temperature is not None and not 0 <= self.temperature <= 10:
+            raise UserError(f"--temperature {self.temperature} is out of range; use 0..10")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p {self.top_p} is out of range; use (0, 1]")
+        if self.top_k is not None and self.top_k < 0:
+            raise UserError("--top-k must be 0 (off) or positive")
+
+    def limits(self) -> Any:
+        from .sandbox import Limits
+
+        return Limits(timeout_s=self.timeout, test_timeout_s=min(self.timeout, 6.0),
+                      memory_mb=self.memory_mb)
+
+
+# -- what is evaluated ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    label: str  # shown to the user
+    model: models.ModelRef | None  # None when generating through an endpoint only
+    decoding: Decoding
+    thinking: bool
+    run: Run | None
+    identity: str  # what makes two evaluations comparable (model identity)
+    out_root: Path
+
+
+def is_run(name: str) -> bool:
+    return "/" not in name and (runs_root() / name / "manifest.json").exists()
+
+
+def run_model(run: Run, quant: str | None = None) -> models.ModelRef:
+    """A run's tuned model: its most precise GGUF (or ``quant``), else the merged folder."""
+    from ..export import run_ggufs
+
+    ggufs = run_ggufs(run)
+    if quant:
+        if quant not in ggufs:
+            raise UserError(f"run '{run.name}' has no {quant} GGUF; it has: "
+                            + (", ".join(sorted(ggufs)) or "none"))
+        return models.resolve(str(ggufs[quant]))
+    for q in PRECISION:
+        if q in ggufs:
+            return models.resolve(str(ggufs[q]))
+    merged = run.path / "merged"
+    if (merged / "config.json").exists():
+        return models.resolve(str(merged))
+    raise UserError(f"run '{run.name}' has no tuned model yet; finish it with `ssd-local "
+                    f"distill` (or `ssd-local train {run.name}`)")
+
+
+def run_preset(run: Run) -> str:
+    return run.manifest.get("config", {}).get("sample", {}).get("preset") or "generic"
+
+
+def model_decoding(model: models.ModelRef) -> Decoding:
+    """A base model's own recommended decoding: its generation_config.json where it says,
+    else the paper's base setting for its family."""
+    base = PRESETS[detect_preset(model.name)].base
+    if model.kind == "hf":
+        gc = model.path / "generation_config.json"
+        if gc.exists():
+            g = json.loads(gc.read_text())
+            if g.get("do_sample", True) and "temperature" in g:
+                return Decoding(float(g["temperature"]), int(g.get("top_k", 0) or 0),
+                                float(g.get("top_p", 1.0) or 1.0))
+    return base
+
+
+def resolve_target(ref: str, cfg: EvalConfig, on_event: OnEvent = ignore, *,
+                   base: bool = False) -> Target:
+    """``ref``: a run (its tuned model; with ``base``, the model it started from) or a model."""
+    if is_run(ref):
+        run = Run.load(ref)
+        preset = PRESETS.get(run_preset(run), PRESETS["generic"])
+        if base:
+            model = models.resolve(run.manifest["model"]["ref"], on_event=on_event)
+            return Target(f"{model.name} (base of {run.name})", model, preset.base,
+                          preset.thinking, run, f"base:{model.identity}",
+                          run.path / "evals")
+        d = run.manifest.get("recommended_decoding")
+        dec = Decoding(d["temperature"], d["top_k"], d["top_p"]) if d else preset.eval
+        model = run_model(run, cfg.quant)
+        return Target(f"{run.name} ({model.path.name})", model, dec, preset.thinking, run,
+                      f"run:{run.name}:{model.path.name}", run.path / "evals")
+    if cfg.endpoint and ref in ("", "-"):
+        return Target(cfg.endpoint, None, PRESETS["generic"].eval, False, None,
+                      f"endpoint:{cfg.endpoint}", home() / "evals")
+    model = models.resolve(ref, on_event=on_event)
+    preset = PRESETS[detect_preset(model.name)]
+    return Target(model.name, model, model_decoding(model), preset.thinking, None,
+                  model.identity, home() / "evals")
+
+
+def decoding_for(target: Target, cfg: EvalConfig) -> Decoding:
+    d = target.decoding
+    return Decoding(d.temperature if cfg.temperature is None else cfg.temperature,
+                    d.top_k if cfg.top_k is None else cfg.top_k,
+                    d.top_p if cfg.top_p is None else cfg.top_p)
+
+
+# -- the evaluation ---------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    folder: Path
+    summary: dict[str, Any]
+    graded: list[scoring.Graded]
+
+
+def load_problems(cfg: EvalConfig, on_event: OnEvent = ignore) -> list[Problem]:
+    from .benchmarks import load_benchmark
+
+    if not cfg.benchmark:
+        raise UserError("name a benchmark with --benchmark (humaneval, humaneval-plus, "
+                        "mbpp-plus, livecodebench), or score files with --problems and "
+                        "--completions")
+    return load_benchmark(cfg.benchmark, limit=cfg.limit, release=cfg.release,
+                          start_date=cfg.start_date, end_date=cfg.end_date, on_event=on_event)
+
+
+def guard_contamination(run: Run | None, problems: Sequence[Problem], allow: bool,
+                        on_event: OnEvent = ignore) -> list[dict[str, Any]]:
+    """Refuse to score a run on problems it trained on (unless ``allow``)."""
+    from .contamination import find_overlaps
+
+    if run is None:
+        return []
+    seen: dict[str, str] = {}
+    for s in run.read_samples():
+        seen.setdefault(s["prompt_id"], s.get("prompt", ""))
+    overlaps = find_overlaps(seen.items(), problems)
+    found = [{"task_id": o.task_id, "prompt_id": o.prompt_id, "share": round(o.share, 3)}
+             for o in overlaps]
+    if overlaps and not allow:
+        names = ", ".join(f"{o.task_id} (~{o.prompt_id}, {o.share:.0%})" for o in overlaps[:8])
+        more = f" and {len(overlaps) - 8} more" if len(overlaps) > 8 else ""
+        raise UserError(f"run '{run.name}' trained on prompts that overlap {len(overlaps)} "
+                        f"benchmark problem(s): {names}{more}; evaluate on other problems, "
+                        "or pass --allow-overlap to score anyway")
+    if overlaps:
+        on_event(Log(f"scoring despite {len(overlaps)} overlapping problem(s) "
+                     "(--allow-overlap)", STAGE))
+    return found
+
+
+def folder_for(target: Target, cfg: EvalConfig, dec: Decoding) -> Path:
+    """One folder per (model, benchmark, decoding, length cap, seed); same settings resume."""
+    key = {"identity": target.identity, "benchmark": cfg.benchmark, "release": cfg.release,
+           "start": cfg.start_date, "end": cfg.end_date, "decoding": asdict(dec),
+           "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed}
+    h = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    bench = (cfg.benchmark or "files").split(":")[0]
+    name = f"{bench}-T{dec.temperature:g}-k{dec.top_k}-p{dec.top_p:g}-{h}"
+    if target.run is None:
+        from ..sampling import default_run_name
+
+        name = f"{default_run_name(target.model) if target.model else 'endpoint'}-{name}"
+    elif target.identity.startswith("base:"):
+        name = f"base-{name}"
+    return target.out_root / name
+
+
+def evaluate(ref: str, cfg: EvalConfig, *, on_event: OnEvent = ignore,
+             cancel: threading.Event | None = None, base: bool = False,
+             engine: Any = None, problems: list[Problem] | None = None) -> EvalResult:
+    """Generate (resuming), grade, summarise. ``engine``/``problems`` let a sweep reuse them."""
+    cfg.validate()
+    ks, n = cfg.ks(), cfg.samples()
+    target = resolve_target(ref, cfg, on_event, base=base)
+    dec = decoding_for(target, cfg)
+    problems = problems if problems is not None else load_problems(cfg, on_event)
+    overlaps = guard_contamination(target.run, problems, cfg.allow_overlap, on_event)
+    folder = folder_for(target, cfg, dec)
+    folder.mkdir(parents=True, exist_ok=True)
+    gens_path = folder / "generations.jsonl"
+    atomic_write_json(folder / "config.json", {
+        "target": target.label, "identity": target.identity, "decoding": asdict(dec),
+        "config": asdict(cfg) | {"api_key": None}, "thinking": target.thinking})
+    have: dict[tuple[str, int], str] = {}
+    for rec in read_jsonl_repairing(gens_path, repair=True):
+        have[(rec["task_id"], rec["index"])] = rec["completion"]
+    todo = [(p, i) for p in problems for i in range(n) if (p.task_id, i) not in have]
+    total = len(problems) * n
+    on_event(StageStarted(STAGE, total, total - len(todo),
+                          f"{target.label} on {cfg.benchmark}, {dec.describe()}"))
+    if todo:
+        own = engine is None
+        engine = engine or open_engine(target, cfg, on_event)
+        try:
+            _generate(engine, target, cfg, dec, todo, gens_path, have, total, on_event,
+                      cancel)
+        finally:
+            if own:
+                engine.close()
+    completions = {p.task_id: [have[(p.task_id, i)] for i in range(n)] for p in problems}
+    graded = grade(problems, completions, cfg, folder, on_event, cancel)
+    summary = scoring.summarise(problems, graded, ks, seed=cfg.seed)
+    summary.update({"benchmark": cfg.benchmark, "target": target.label,
+                    "decoding": asdict(dec), "overlaps": overlaps,
+                    "sandbox": sandbox_protections()})
+    atomic_write_json(folder / "summary.json", summary)
+    on_event(StageFinished(STAGE, "done", {k: v for k, v in summary.items()
+                                           if k.startswith("pass@")}))
+    return EvalResult(folder, summary, graded)
+
+
+def open_engine(target: Target, cfg: EvalConfig, on_event: OnEvent) -> Any:
+    if cfg.endpoint:
+        from ...backends.endpoint import EndpointEngine
+
+        return EndpointEngine(cfg.endpoint, api_key=cfg.api_key)
+    from ..sampling import open_engine as open_sampling_engine
+
+    assert target.model is not None
+    return open_sampling_engine(target.model, cfg.backend, on_event)
+
+
+def _generate(engine: Any, target: Target, cfg: EvalConfig, dec: Decoding, todo: list,
+              gens_path: Path, have: dict, total: int, on_event: OnEvent,
+              cancel: threading.Event | None) -> None:
+    from ...backends.base import GenerationRequest, SamplingParams
+    from ..sampling import derive_seed
+
+    system = None if target.thinking else SYSTEM_PROMPT
+    rendered: dict[str, str] = {}
+    reqs = []
+    for p, i in todo:
+        if p.task_id not in rendered:
+            msgs = ([{"role": "system", "content": system}] if system else []) + \
+                   [{"role": "user", "content": p.prompt}]
+            rendered[p.task_id] = engine.render(msgs)
+        reqs.append(GenerationRequest((p.task_id, i), rendered[p.task_id],
+                                      derive_seed(cfg.seed, p.task_id, i)))
+    params = SamplingParams(dec.temperature, dec.top_k, dec.top_p, cfg.max_new_tokens)
+    start, done0, tokens = time.monotonic(), total - len(todo), 0
+    fd = os.open(gens_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for k, res in enumerate(engine.generate(reqs, params, batch_size=cfg.batch_size,
+                                                cancel=cancel), 1):
+            rec = {"task_id": res.key[0], "index": res.key[1], "completion": res.text,
+                   "completion_tokens": res.completion_tokens,
+                   "finish_reason": res.finish_reason}
+            os.write(fd, (json.dumps(rec, ensure_ascii=False) + "\n").encode())
+            have[res.key] = res.text
+            tokens += res.completion_tokens
+            dt = max(time.monotonic() - start, 1e-9)
+            on_event(Progress(STAGE, done0 + k, total, {"samples_per_s": k / dt,
+                                                        "tokens_per_s": tokens / dt}))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"evaluation stopped after {len(have)} of {total} answers")
+
+
+def grade(problems: Sequence[Problem], completions: dict[str, list[str]], cfg: EvalConfig,
+          folder: Path | None, on_event: OnEvent, cancel: threading.Event | None,
+          chat: bool = True) -> list[scoring.Graded]:
+    total = sum(len(v) for v in completions.values())
+    on_event(StageStarted(GRADE, total, 0, "running samples in the sandbox"))
+    done = [0, 0]
+
+    def on_graded(g: scoring.Graded) -> None:
+        done[0] += 1
+        done[1] += g.passed
+        on_event(Progress(GRADE, done[0], total, {"passed": done[1]}))
+
+    graded = scoring.grade(problems, completions, chat=chat, limits=cfg.limits(),
+                           workers=cfg.workers, cancel=cancel, on_graded=on_graded)
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("grading stopped; rerun to grade again")
+    if folder is not None:
+        atomic_write_bytes(folder / "results.jsonl", "".join(
+            json.dumps(g.record(), ensure_ascii=False) + "\n" for g in graded).encode())
+    on_event(StageFinished(GRADE, "done", {"passed": done[1], "samples": total}))
+    return graded
+
+
+def score_files(problems_file: Path, completions_file: Path, cfg: EvalConfig, *,
+                out: Path | None = None, on_event: OnEvent = ignore,
+                cancel: threading.Event | None = None) -> EvalResult:
+    """``eval --problems P --completions C``: score completions made elsewhere."""
+    from .problems import load_completions_file, load_problems_file
+
+    problems = load_problems_file(problems_file)
+    comps = load_completions_file(completions_file, problems)
+    problems = [p for p in problems if p.task_id in comps]
+    if out is None:
+        h = hashlib.sha1(problems_file.read_bytes() + b"\0" + completions_file.read_bytes())
+        out = home() / "evals" / f"files-{completions_file.stem}-{h.hexdigest()[:8]}"
+    out.mkdir(parents=True, exist_ok=True)
+    ks = cfg.ks()
+    n_min = min(len(v) for v in comps.values())
+    if n_min < max(ks):
+        raise UserError(f"pass@{max(ks)} needs {max(ks)} completions for every task; the "
+                        f"fewest here is {n_min}; lower --k")
+    graded = grade(problems, comps, cfg, out, on_event, cancel, chat=False)
+    summary = scoring.summarise(problems, graded, ks, seed=cfg.seed)
+    summary["sandbox"] = sandbox_protections()
+    atomic_write_json(out / "summary.json", summary)
+    return EvalResult(out, summary, graded)
+
+
+def sandbox_protections() -> dict[str, str]:
+    from .sandbox import protections
+
+    return protections()
