@@ -263,10 +263,11 @@ def evaluate(ref: str, cfg: EvalConfig, *, on_event: OnEvent = ignore,
     """Generate (resuming), grade, summarise. ``engine``/``problems`` let a sweep reuse them."""
     cfg.validate()
     ks, n = cfg.ks(), cfg.samples()
+    problems = problems if problems is not None else load_problems(cfg, on_event)
+    overlaps = guard_contamination(Run.load(ref) if is_run(ref) else None, problems,
+                                   cfg.allow_overlap, on_event)
     target = resolve_target(ref, cfg, on_event, base=base)
     dec = decoding_for(target, cfg)
-    problems = problems if problems is not None else load_problems(cfg, on_event)
-    overlaps = guard_contamination(target.run, problems, cfg.allow_overlap, on_event)
     folder = folder_for(target, cfg, dec)
     folder.mkdir(parents=True, exist_ok=True)
     gens_path = folder / "generations.jsonl"
