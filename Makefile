@@ -47,6 +47,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/sampling.py
+	$(PY) bench/evaluation.py
 
 # Demo-sized SSD on the embedded 135M model: 24 prompts, short answers, 6 LoRA steps.
 demo: setup

@@ -5,9 +5,9 @@ imports this package). The parent launches, waits and kills; everything that con
 sample happens in the runner *before* the sample's first line:
 
 1. as root: become ``nobody`` (``RLIMIT_NPROC`` is not enforced for root). When ``nobody``
-   cannot read the interpreter (``/root/.pyenv``), keep one capability for reading files,
-   which only counts in the host's user namespace, so that path takes its network and pid
-   namespaces as root instead of in a user namespace of its own;
+   cannot read the interpreter (one installed in root's home), keep one capability for
+   reading files, which only counts in the host's user namespace, so that path takes its
+   network and pid namespaces as root instead of in a user namespace of its own;
 2. ``unshare`` (user,) network and pid namespaces, then fork: the sample is pid 1 of its
    own pid namespace, so the kernel kills all it started when it ends, and it has no
    network (only a loopback that is down). Without a pid namespace the runner becomes a
