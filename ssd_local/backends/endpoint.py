@@ -75,12 +75,26 @@ class EndpointEngine:
             running: set[Future] = set()
             while todo or running:
                 while todo and len(running) < batch_size and not (cancel and cancel.is_set()):
-                    running.add(pool.submit(self._one, todo.pop(), params))
+                    req = todo.pop()
+                    fut = pool.submit(self._one, req, params)
+                    fut.key = req.key  # type: ignore[attr-defined]
+                    running.add(fut)
                 if not running:
                     break
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for f in done:
-                    yield f.result()
+                    yield self._result(f)
+
+    def _result(self, f: Future) -> GenerationResult:
+        import openai
+
+        try:
+            return f.result()
+        except openai.APIError as exc:
+            key = getattr(f, "key", None)
+            raise UserError(f"{self.base_url}: the request for {key[0] if key else 'a prompt'} "
+                            f"failed after retries ({type(exc).__name__}: {exc}); check the "
+                            "server and rerun to resume") from None
 
     def close(self) -> None:
         self.client.close()
