@@ -55,6 +55,12 @@ class EventRenderer:
             self.progress.update(self.tasks[e.stage], completed=e.done, total=e.total,
                                  rate=_rate(e.metrics))
         elif isinstance(e, ev.StageFinished):
+            rep = e.summary.get("endpoint") if isinstance(e.summary, dict) else None
+            if rep:
+                why = ", ".join(f"{k} {v}" for k, v in rep["retry_reasons"].items())
+                self.progress.console.print(
+                    f"endpoint: {rep['requests']} requests, {rep['retries']} retried"
+                    + (f" ({why})" if why else "") + f", {rep['failed']} failed")
             if e.stage in self.tasks and e.state == "done":
                 t = self.progress.tasks[self.tasks[e.stage]]
                 if t.total is not None:
@@ -77,6 +83,8 @@ def _rate(m: dict[str, float]) -> str:
         parts.append(f"lr {m['lr']:.2e}")
     if "tokens_per_s" in m:
         parts.append(f"{m['tokens_per_s']:.0f} tok/s")
+    if "in_flight" in m:
+        parts.append(f"{m['in_flight']:.0f} in flight")
     if "passed" in m:
         parts.append(f"{m['passed']:.0f} passed")
     if "peak_mem_mb" in m:

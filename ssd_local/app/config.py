@@ -111,12 +111,23 @@ class SampleConfig:
                           metavar="N")
     backend: str | None = opt(None, "engine: llamacpp for GGUF, torch for HF folders, mlx on "
                               "Apple silicon (default: automatic)", choices=BACKENDS)
+    endpoint: str | None = opt(None, "sample through an OpenAI-compatible server (vLLM, "
+                               "llama-server, ssd-local serve) at URL, e.g. "
+                               "http://HOST:8000/v1; MODEL names the model it serves",
+                               metavar="URL")
+    api_key: str | None = opt(None, "API key for --endpoint (never stored in the run)",
+                              metavar="KEY")
+    concurrency: int = opt(8, "requests in flight with --endpoint", metavar="N")
+    chat: bool = opt(False, "with --endpoint: send chat messages and let the server apply "
+                     "its template (default: our template, sent as a plain completion)")
     system_prompt: str | None = opt(None, "system message for instruct models (default: "
                                     "answer in Python in a markdown code block)", cli=False)
 
     # Fields that may change between invocations of the same run (they do not change
-    # what a sample is): a larger --limit extends the run, batch size is only speed.
-    RESUMABLE_CHANGES = ("limit", "batch_size", "backend")
+    # what a sample is): a larger --limit extends the run, batch size is only speed, and
+    # the same model may be served from another address.
+    RESUMABLE_CHANGES = ("limit", "batch_size", "backend", "endpoint", "api_key",
+                         "concurrency")
 
     def validate(self) -> None:
         if self.preset is not None and self.preset not in PRESETS:
@@ -131,7 +142,7 @@ class SampleConfig:
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise UserError(f"--top-p {self.top_p} is out of range; use a value in (0, 1], "
                             "1.0 switches top-p off")
-        for name in ("samples_per_prompt", "max_new_tokens", "batch_size"):
+        for name in ("samples_per_prompt", "max_new_tokens", "batch_size", "concurrency"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if self.limit is not None and self.limit < 1:
@@ -139,6 +150,11 @@ class SampleConfig:
         if self.backend is not None and self.backend not in BACKENDS:
             raise UserError(f"unknown backend '{self.backend}'; choose one of: "
                             + ", ".join(BACKENDS))
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            raise UserError(f"--endpoint {self.endpoint!r} is not a URL; pass the server's "
+                            "OpenAI base URL, e.g. http://127.0.0.1:8080/v1")
+        if self.chat and not self.endpoint:
+            raise UserError("--chat applies to --endpoint sampling; add --endpoint URL")
 
     def resolve(self, model_name: str) -> "SampleConfig":
         """Fill the preset-driven fields from the preset (explicit values win)."""
@@ -181,6 +197,9 @@ LR_LORA = 2e-4
 MIN_LR_RATIO = 0.2  # the paper decays 5e-6 -> 1e-6
 
 
+TRAIN_BACKENDS = ("torch", "mlx")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     full: bool = opt(False, "full fine-tune instead of LoRA (needs far more memory)")
@@ -215,6 +234,10 @@ class TrainConfig:
                             "paper keeps them)")
     seed: int = opt(0, "seed for data order, dropout and the adapter's initialisation")
     fsdp: bool = opt(False, "shard the model across processes under torchrun (FSDP)")
+    backend: str | None = opt(None, "trainer: mlx (mlx-lm) or torch (transformers + peft); "
+                              "default: mlx on Apple silicon, else torch (CUDA or CPU); a "
+                              "run resumes with the backend that started it",
+                              choices=TRAIN_BACKENDS)
     t_eval: float | None = opt(None, "T_eval written to the tuned model's generation_config "
                                "(default: the preset's)", metavar="T")
     eval_top_k: int | None = opt(None, "top-k for T_eval decoding (default: the preset's)",
@@ -248,6 +271,9 @@ class TrainConfig:
             raise UserError("--val-fraction must be in [0, 0.5)")
         if not 0 <= self.lora_dropout < 1:
             raise UserError("--lora-dropout must be in [0, 1)")
+        if self.backend is not None and self.backend not in TRAIN_BACKENDS:
+            raise UserError(f"unknown training backend '{self.backend}'; choose one of: "
+                            + ", ".join(TRAIN_BACKENDS))
         if self.effective_batch < self.batch_size:
             raise UserError(f"--effective-batch {self.effective_batch} is smaller than "
                             f"--batch-size {self.batch_size}; raise it or lower --batch-size")

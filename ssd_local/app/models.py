@@ -65,7 +65,8 @@ def embedded_path(name: str) -> Path | None:
     return p if p.exists() else None
 
 
-def resolve(ref: str, *, on_event: OnEvent = ignore, download: bool = True) -> ModelRef:
+def resolve(ref: str, *, on_event: OnEvent = ignore, download: bool = True,
+            weights: bool = True) -> ModelRef:
     """Turn what the user typed into a loadable model, downloading from the hub if needed."""
     ref = ref.strip()
     if ref in EMBEDDED:
@@ -89,7 +90,7 @@ def resolve(ref: str, *, on_event: OnEvent = ignore, download: bool = True) -> M
     if _REPO_RE.match(repo) and not ref.startswith((".", "/", "~")):
         if not download:
             raise UserError(f"model '{ref}' is not available locally")
-        return _from_hub(repo, fname or None, ref, on_event)
+        return _from_hub(repo, fname or None, ref, on_event, weights)
     raise UserError(f"unknown model '{ref}': pass smollm2-135m, a .gguf file, a Hugging Face "
                     "folder, or a hub id like Qwen/Qwen3-4B-Instruct-2507")
 
@@ -114,7 +115,9 @@ def _hub_error(exc: Exception, repo: str) -> UserError:
                      "local folder or .gguf file")
 
 
-def _from_hub(repo: str, fname: str | None, ref: str, on_event: OnEvent) -> ModelRef:
+def _from_hub(repo: str, fname: str | None, ref: str, on_event: OnEvent,
+              weights: bool = True) -> ModelRef:
+    """``weights=False`` fetches config and tokenizer only (a served model's template)."""
     import huggingface_hub as hf
 
     tqdm_class = _event_tqdm(on_event, f"download {repo}")
@@ -124,7 +127,9 @@ def _from_hub(repo: str, fname: str | None, ref: str, on_event: OnEvent) -> Mode
                         if _accepts_tqdm(hf.hf_hub_download) else hf.hf_hub_download(repo, fname))
             return ModelRef(ref, "gguf", path, Path(fname).stem, "hub", repo)
         on_event(Log(f"fetching {repo} (Hugging Face cache: reused when present)"))
-        path = Path(hf.snapshot_download(repo, allow_patterns=_HF_PATTERNS,
+        patterns = _HF_PATTERNS if weights else [p for p in _HF_PATTERNS
+                                                 if p != "*.safetensors"]
+        path = Path(hf.snapshot_download(repo, allow_patterns=patterns,
                                          tqdm_class=tqdm_class))
         if not (path / "config.json").exists():
             files = [s.rfilename for s in (hf.model_info(repo).siblings or [])]

@@ -47,8 +47,11 @@ def open_engine(model: models.ModelRef, backend: str, on_event: OnEvent = ignore
         from ..backends.torch import TorchEngine
 
         return TorchEngine(models.ensure_hf_folder(model, on_event))
-    raise UserError(f"the {name} sampling backend is not available in this version; use "
-                    "--backend llamacpp or --backend torch")
+    if name == "mlx":
+        from ..backends.mlx import MlxEngine
+
+        return MlxEngine(models.ensure_hf_folder(model, on_event))
+    raise UserError(f"unknown sampling backend '{name}'; use llamacpp, torch or mlx")
 
 
 def check_resumable(run: Run, cfg: SampleConfig) -> None:
@@ -93,12 +96,12 @@ def sample(model_ref: str, cfg: SampleConfig, run_name: str | None = None, *,
            engine: Any = None) -> tuple[Run, SampleSummary]:
     """Run (or resume) the sampling stage. ``engine`` lets a caller reuse a loaded engine."""
     cfg.validate()
-    model = models.resolve(model_ref, on_event=on_event)
+    model = models.resolve(model_ref, on_event=on_event, weights=not cfg.endpoint)
     cfg = cfg.resolve(model.name)
     plist = prompt_sources.load(cfg.prompts, cfg.limit, on_event)
     with Run.create_or_open(run_name or default_run_name(model), model.to_manifest()) as run:
         check_resumable(run, cfg)
-        run.manifest.setdefault("config", {})[STAGE] = asdict(cfg)
+        run.manifest.setdefault("config", {})[STAGE] = asdict(cfg) | {"api_key": None}
         run.save()
         existing = run.read_samples(repair=True)
         done = {(s["prompt_id"], s["sample_index"]) for s in existing}
@@ -109,6 +112,8 @@ def sample(model_ref: str, cfg: SampleConfig, run_name: str | None = None, *,
         on_event(StageStarted(STAGE, total, already, f"{model.name}, {cfg.decoding.describe()}"))
         if todo:
             own = engine is None
+            if engine is None and cfg.endpoint:
+                engine = open_endpoint(run, model, cfg, on_event)
             engine = engine or open_engine(model, cfg.backend, on_event)
             try:
                 _generate(run, engine, cfg, todo, already, total, on_event, cancel)
@@ -125,8 +130,40 @@ def sample(model_ref: str, cfg: SampleConfig, run_name: str | None = None, *,
         if todo or run.stage_state(STAGE) != "done":
             run.record_artefact("samples.jsonl", lines=summary.samples)
             run.set_stage(STAGE, "done", summary=asdict(summary))
-        on_event(StageFinished(STAGE, "done", asdict(summary)))
+        done = asdict(summary)
+        if todo and getattr(engine, "stats", None) is not None:
+            done["endpoint"] = endpoint_report(engine.stats)
+        on_event(StageFinished(STAGE, "done", done))
         return run, summary
+
+
+def open_endpoint(run: Run, model: models.ModelRef, cfg: SampleConfig,
+                  on_event: OnEvent) -> Any:
+    """The served engine; the run records which served model made its samples and refuses
+    samples from another one."""
+    from .endpoints import EndpointSession
+
+    assert cfg.endpoint is not None
+    session = EndpointSession(model, cfg.endpoint, api_key=cfg.api_key, chat=cfg.chat,
+                              on_event=on_event)
+    served = session.engine.model
+    old = run.manifest.get("endpoint")
+    if old and old.get("model_id") != served:
+        session.close()
+        raise UserError(f"run '{run.name}' was sampled from the served model "
+                        f"'{old['model_id']}', but {cfg.endpoint} serves '{served}'; point "
+                        "--endpoint at the same model, or use another --run name")
+    run.manifest["endpoint"] = {"url": cfg.endpoint, "model_id": served,
+                                "mode": "chat" if cfg.chat else "completions",
+                                "server_template": cfg.chat,
+                                "template_mismatch": session.template_mismatch}
+    run.save()
+    return session
+
+
+def endpoint_report(stats: Any) -> dict[str, Any]:
+    return {"requests": stats.requests, "retries": stats.retries,
+            "retry_reasons": dict(stats.retry_reasons), "failed": len(stats.failed)}
 
 
 def _generate(run: Run, engine: Any, cfg: SampleConfig, todo: list, already: int, total: int,
@@ -158,8 +195,11 @@ def _generate(run: Run, engine: Any, cfg: SampleConfig, todo: list, already: int
         tokens += res.completion_tokens
         dt = max(time.monotonic() - start, 1e-9)
         on_event(SampleWritten(STAGE, rec))
-        on_event(Progress(STAGE, already + n_new, total,
-                          {"samples_per_s": n_new / dt, "tokens_per_s": tokens / dt}))
+        metrics = {"samples_per_s": n_new / dt, "tokens_per_s": tokens / dt}
+        stats = getattr(engine, "stats", None)
+        if stats is not None:
+            metrics.update(in_flight=stats.in_flight, retries=stats.retries)
+        on_event(Progress(STAGE, already + n_new, total, metrics))
     if cancel is not None and cancel.is_set():
         run.set_stage(STAGE, "cancelled")
         on_event(StageFinished(STAGE, "cancelled", {"samples": already + n_new}))

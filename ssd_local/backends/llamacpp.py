@@ -102,7 +102,8 @@ class _Seq:
 class LlamaCppEngine:
     name = "llamacpp"
 
-    def __init__(self, path: Path, *, n_threads: int | None = None, n_gpu_layers: int = -1):
+    def __init__(self, path: Path, *, n_threads: int | None = None, n_gpu_layers: int = -1,
+                 vocab_only: bool = False):
         import llama_cpp as lc
 
         self._lc = lc
@@ -110,6 +111,7 @@ class LlamaCppEngine:
         quiet_logs()
         mp = lc.llama_model_default_params()
         mp.n_gpu_layers = n_gpu_layers
+        mp.vocab_only = vocab_only  # the tokenizer and metadata only (rendering prompts)
         self.path = Path(path)
         self.model = lc.llama_model_load_from_file(str(self.path).encode(), mp)
         if not self.model:

@@ -69,6 +69,8 @@ class EvalConfig:
     endpoint: str | None = opt(None, "generate through an OpenAI-compatible server at URL "
                                "(e.g. http://127.0.0.1:8080/v1)", metavar="URL")
     api_key: str | None = opt(None, "API key for --endpoint", metavar="KEY")
+    chat: bool = opt(False, "with --endpoint: send chat messages and let the server apply "
+                     "its template (the default with no model named)")
 
     def ks(self) -> list[int]:
         try:
@@ -304,9 +306,10 @@ def evaluate(ref: str, cfg: EvalConfig, *, on_event: OnEvent = ignore,
 
 def open_engine(target: Target, cfg: EvalConfig, on_event: OnEvent) -> Any:
     if cfg.endpoint:
-        from ...backends.endpoint import EndpointEngine
+        from ..endpoints import EndpointSession
 
-        return EndpointEngine(cfg.endpoint, api_key=cfg.api_key)
+        return EndpointSession(target.model, cfg.endpoint, api_key=cfg.api_key,
+                               chat=cfg.chat or target.model is None, on_event=on_event)
     from ..sampling import open_engine as open_sampling_engine
 
     assert target.model is not None
