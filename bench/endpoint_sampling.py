@@ -85,6 +85,7 @@ def main() -> int:
     for b in levels:
         tps, tok = measure(eng, reqs, params, b)
         rows.append((f"in-process llama.cpp engine, batch {b}", tps, tok))
+        print(f"  ... {rows[-1][0]}: {tps:.1f} tok/s", file=sys.stderr, flush=True)
     eng.close()
 
     servers = [("ssd-local serve", lambda port: [sys.executable, "-m", "ssd_local.cli", "serve",
@@ -104,6 +105,7 @@ def main() -> int:
             for b in levels:
                 tps, tok = measure(ep, reqs, params, b)
                 rows.append((f"{name}, concurrency {b}", tps, tok))
+                print(f"  ... {rows[-1][0]}: {tps:.1f} tok/s", file=sys.stderr, flush=True)
         finally:
             proc.send_signal(signal.SIGINT)
             try:

@@ -66,7 +66,7 @@ def config_from_args(cls: type, args: argparse.Namespace, prefixed: tuple[str, .
 
 
 # options that both sampling and training have: training's get a train- prefix in distill
-SHARED = ("seed", "batch_size")
+SHARED = ("seed", "batch_size", "backend")
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -323,6 +323,24 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .app.doctor import diagnose
+    from .ui_cli import console
+
+    d = diagnose()
+    c = console()
+    width = max(len(label) for label, _ in d.rows)
+    for label, text in d.rows:
+        c.print(f"[bold]{label.ljust(width)}[/]  {text}", highlight=False, soft_wrap=True)
+    if d.missing:
+        c.print("[yellow]missing for the best backend on this machine:[/]")
+        for line in d.missing:
+            c.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+    else:
+        c.print("[green]nothing missing for the best backend on this machine[/]")
+    return 0
+
+
 class _cancel_on_sigint:
     """First Ctrl-C asks the work to stop at a safe point; a second one aborts at once."""
 
@@ -436,7 +454,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("presets", help="the paper's decoding presets")
     p.set_defaults(func=cmd_presets)
+    p = sub.add_parser("doctor", help="hardware, memory, installed backends, and what is "
+                                      "missing for the best backend here")
+    p.set_defaults(func=cmd_doctor)
+    p = sub.add_parser("tui", help="the terminal UI (also what bare `ssd-local` opens)")
+    p.set_defaults(func=cmd_tui)
     return parser
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from .tui import main as tui_main  # textual is imported here only
+
+    return tui_main()
 
 
 def _version() -> str:
@@ -453,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            return cmd_tui(args)
+        parser.print_help()  # piped or scripted: no UI to draw
         return 0
     func: Callable[[argparse.Namespace], int] = args.func
     try:

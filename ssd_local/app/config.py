@@ -272,7 +272,7 @@ class TrainConfig:
         if not 0 <= self.lora_dropout < 1:
             raise UserError("--lora-dropout must be in [0, 1)")
         if self.backend is not None and self.backend not in TRAIN_BACKENDS:
-            raise UserError(f"unknown training backend '{self.backend}'; choose one of: "
+            raise UserError(f"unknown --backend '{self.backend}' for training; choose one of: "
                             + ", ".join(TRAIN_BACKENDS))
         if self.effective_batch < self.batch_size:
             raise UserError(f"--effective-batch {self.effective_batch} is smaller than "

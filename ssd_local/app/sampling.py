@@ -48,8 +48,13 @@ def open_engine(model: models.ModelRef, backend: str, on_event: OnEvent = ignore
 
         return TorchEngine(models.ensure_hf_folder(model, on_event))
     if name == "mlx":
+        from ..backends import is_available
         from ..backends.mlx import MlxEngine
 
+        if model.kind == "gguf" and not is_available("torch"):
+            raise UserError("the mlx backend needs a transformers folder, and converting this "
+                            "GGUF needs torch: `pip install 'ssd-local[torch]'`, or pass an "
+                            "HF folder or hub id, or use --backend llamacpp")
         return MlxEngine(models.ensure_hf_folder(model, on_event))
     raise UserError(f"unknown sampling backend '{name}'; use llamacpp, torch or mlx")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from . import models
@@ -51,6 +51,7 @@ def check_resumable(run: Run, cfg: TrainConfig) -> None:
     old = run.manifest.get("config", {}).get(STAGE)
     if not old or not (run.path / "checkpoints").exists():
         return
+    old = {"backend": "torch", **old}  # runs from before the mlx backend
     for key, value in {**asdict(cfg), "lr": cfg.peak_lr}.items():
         if key in TrainConfig.RESUMABLE_CHANGES or old.get(key) == value:
             continue
@@ -59,13 +60,41 @@ def check_resumable(run: Run, cfg: TrainConfig) -> None:
                         "delete RUN/checkpoints to start training over")
 
 
+def training_backend(run: Run, requested: str | None) -> str:
+    """The backend that started the run's checkpoints, else the requested or automatic one.
+    A run is never continued by the other backend: their checkpoints differ."""
+    from ..backends import choose_training_backend
+    from ..backends.train_common import checkpoint_backend, latest_checkpoint
+
+    last = latest_checkpoint(run.path / "checkpoints")
+    if last is None:
+        return choose_training_backend(requested)
+    made_with = checkpoint_backend(last)
+    if requested and requested != made_with:
+        raise UserError(f"run '{run.name}' has {made_with} checkpoints; resume with --backend "
+                        f"{made_with}, or delete {run.path / 'checkpoints'} to start over with "
+                        f"{requested}")
+    return choose_training_backend(made_with)
+
+
+@dataclass(frozen=True)
+class _OneProcess:
+    rank: int = 0
+    size: int = 1
+    main: bool = True
+
+
 def train(run_name: str, cfg: TrainConfig, *, on_event: OnEvent = ignore,
           cancel: threading.Event | None = None, fuse_after: bool = True) -> dict[str, Any]:
     cfg.validate()
-    from ..backends import torch_train as tt
-
-    world = tt.init_world()
     run = Run.load(run_name)
+    cfg = replace(cfg, backend=training_backend(run, cfg.backend))
+    if cfg.backend == "mlx":
+        world: Any = _OneProcess()
+    else:
+        from ..backends import torch_train as tt
+
+        world = tt.init_world()
     if world.main:
         run.lock()
     try:
@@ -76,7 +105,7 @@ def train(run_name: str, cfg: TrainConfig, *, on_event: OnEvent = ignore,
 
 def _train(run: Run, cfg: TrainConfig, world: Any, on_event: OnEvent,
            cancel: threading.Event | None, fuse_after: bool) -> dict[str, Any]:
-    from ..backends import torch_train as tt
+    from ..backends import train_common as tc
     from .trainset import build_examples
 
     samples = run.read_samples()
@@ -100,7 +129,7 @@ def _train(run: Run, cfg: TrainConfig, world: Any, on_event: OnEvent,
         raise UserError(f"all {rep.samples} samples of run '{run.name}' were filtered out "
                         f"({rep.dropped_degenerate} degenerate, {rep.dropped_looped} looped); "
                         "sample more prompts")
-    total, _ = tt.total_steps(len(train_set), cfg)
+    total, _ = tc.total_steps(len(train_set), cfg)
     if world.main:
         check_resumable(run, cfg)
         run.manifest.setdefault("config", {})[STAGE] = {**asdict(cfg), "lr": cfg.peak_lr}
@@ -109,11 +138,12 @@ def _train(run: Run, cfg: TrainConfig, world: Any, on_event: OnEvent,
                      f"{rep.dropped_degenerate} degenerate dropped, {rep.truncated} cut at "
                      f"--max-seq-len, {rep.without_end_token} without an end token)", STAGE))
     metrics = run.path / "train_metrics.jsonl"
-    last = tt.latest_checkpoint(run.path / "checkpoints")
+    last = tc.latest_checkpoint(run.path / "checkpoints")
     start = json.loads((last / "state.json").read_text())["step"] if last else 0
     if world.main:
         _trim_metrics(metrics, start)
-    on_event(StageStarted(STAGE, total, start, "LoRA" if not cfg.full else "full"))
+    on_event(StageStarted(STAGE, total, start, ("LoRA" if not cfg.full else "full")
+                          + f", {cfg.backend}"))
 
     def on_step(r: Any) -> None:
         row = {k: v for k, v in asdict(r).items() if v is not None}
@@ -126,15 +156,24 @@ def _train(run: Run, cfg: TrainConfig, world: Any, on_event: OnEvent,
         on_event(Progress(STAGE, r.step, r.total, m))
 
     try:
-        summary = tt.train(folder, run.path, cfg, train_set, val_set, world=world,
-                           on_step=on_step, cancel=cancel)
+        if cfg.backend == "mlx":
+            from ..backends import mlx_train
+
+            summary = mlx_train.train(folder, run.path, cfg, train_set, val_set,
+                                      on_step=on_step, cancel=cancel)
+        else:
+            from ..backends import torch_train as tt
+
+            summary = tt.train(folder, run.path, cfg, train_set, val_set, world=world,
+                               on_step=on_step, cancel=cancel)
     except Cancelled:
         if world.main:
             run.set_stage(STAGE, "cancelled")
             on_event(StageFinished(STAGE, "cancelled"))
         raise
     except (MemoryError, RuntimeError) as exc:
-        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower() \
+                or "malloc" in str(exc).lower():
             if world.main:
                 run.set_stage(STAGE, "failed", error="out of memory")
             raise UserError(f"out of memory while training; lower --batch-size (now "
@@ -162,8 +201,6 @@ def _trim_metrics(path: Any, step: int) -> None:
 def fuse(run_name: str, cfg: TrainConfig | None = None, *, on_event: OnEvent = ignore,
          _run: Run | None = None, _folder: Any = None) -> str:
     """Merge the trained adapter into the base weights: ``RUN/merged``."""
-    from ..backends import torch_train as tt
-
     run = _run or Run.load(run_name)
     own_lock = _run is None
     if own_lock:
@@ -182,8 +219,15 @@ def fuse(run_name: str, cfg: TrainConfig | None = None, *, on_event: OnEvent = i
         d = cfg.eval_decoding(preset)
         on_event(StageStarted(FUSE, 1, 0, f"T_eval={d.temperature:g}"))
         run.set_stage(FUSE, "running")
-        out = tt.fuse(folder, run.path, bool(saved.get("full")),
-                      {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p})
+        generation = {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p}
+        if saved.get("backend", "torch") == "mlx":
+            from ..backends import mlx_train
+
+            out = mlx_train.fuse(folder, run.path, generation)
+        else:
+            from ..backends import torch_train as tt
+
+            out = tt.fuse(folder, run.path, bool(saved.get("full")), generation)
         run.manifest["recommended_decoding"] = {"temperature": d.temperature,
                                                 "top_k": d.top_k, "top_p": d.top_p}
         run.set_stage(FUSE, "done", path=str(out))

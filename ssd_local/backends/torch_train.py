@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 import os
 import resource
 import shutil
@@ -35,9 +34,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..app.config import MIN_LR_RATIO, TrainConfig
+from ..app.config import TrainConfig
 from ..app.errors import Cancelled, UserError
 from ..app.trainset import IGNORE, Example, plan_epoch
+from .train_common import (StepReport, latest_checkpoint, lr_at, prune_checkpoints,  # noqa: F401
+                           total_steps)
 
 LOSS_CHUNK = 2048  # response positions per output-layer chunk
 
@@ -197,16 +198,6 @@ def _filler(pad_id: int, device: torch.device) -> dict[str, Any]:
     return collate([[Example([pad_id, pad_id], [IGNORE, pad_id])]], pad_id, device)
 
 
-def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay from the peak to MIN_LR_RATIO x peak."""
-    peak = cfg.peak_lr
-    warm = max(1, int(round(cfg.warmup_ratio * total))) if cfg.warmup_ratio > 0 else 0
-    if step < warm:
-        return peak * (step + 1) / warm
-    frac = (step - warm) / max(1, total - warm)
-    return peak * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -219,11 +210,6 @@ def _state_options(**kw: Any) -> Any:
 
     return StateDictOptions(**{"full_state_dict": True, "cpu_offload": True,
                                "ignore_frozen_params": True, **kw})
-
-
-def latest_checkpoint(ckpt_root: Path) -> Path | None:
-    done = sorted(p for p in ckpt_root.glob("step-*") if (p / "state.json").exists())
-    return done[-1] if done else None
 
 
 def save_checkpoint(ckpt_root: Path, step: int, module: nn.Module, optim: Any,
@@ -253,8 +239,7 @@ def save_checkpoint(ckpt_root: Path, step: int, module: nn.Module, optim: Any,
                             + (f"{prev.name} is intact; " if prev else "")
                             + "free some space and rerun to resume") from None
         raise
-    for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    prune_checkpoints(ckpt_root, keep)
     return final
 
 
@@ -271,24 +256,6 @@ def load_checkpoint(path: Path, module: nn.Module, optim: Any) -> int:
 
 
 # -- the loop ----------------------------------------------------------------------------------
-@dataclass
-class StepReport:
-    step: int
-    total: int
-    loss: float
-    lr: float
-    tokens_per_s: float
-    peak_mem_mb: float
-    val_loss: float | None = None
-
-
-def total_steps(n_train: int, cfg: TrainConfig) -> tuple[int, int]:
-    per_epoch = max(1, math.ceil(n_train / cfg.effective_batch))
-    if cfg.max_steps:
-        return cfg.max_steps, per_epoch
-    return max(1, int(math.ceil(cfg.epochs * per_epoch))), per_epoch
-
-
 def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example],
           val_set: list[Example], *, world: World, on_step: Callable[[StepReport], None],
           cancel: threading.Event | None = None) -> dict[str, Any]:
@@ -343,7 +310,8 @@ def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example
         stopping = all_sum(float(cancel is not None and cancel.is_set()), world, op="max")
         if done % cfg.save_every == 0 or done == total or stopping:
             save_checkpoint(ckpt_root, done, module, optim, world, cfg.keep_checkpoints,
-                            {"epoch": epoch, "loss": last_loss, "val_loss": last_val})
+                            {"epoch": epoch, "loss": last_loss, "val_loss": last_val,
+                             "backend": "torch"})
             if world.size > 1:
                 dist.barrier()
         if stopping:

@@ -1,0 +1,92 @@
+"""``ssd-local doctor``: what this machine has (hardware, memory, installed backends and
+their versions), which backend each stage picks here, and what is missing for the best
+backend on this machine. Facts only; the CLI renders them."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from ..backends import (MODULES, apple_silicon, auto_sampling_backend, auto_training_backend,
+                        installed_backends)
+
+PACKAGES = {"llamacpp": ["llama-cpp-python"], "torch": ["torch", "transformers", "peft"],
+            "mlx": ["mlx", "mlx-lm"]}
+
+
+@dataclass
+class Diagnosis:
+    rows: list[tuple[str, str]] = field(default_factory=list)  # (label, text)
+    missing: list[str] = field(default_factory=list)  # what to install, one line each
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gpu(installed: set[str]) -> tuple[str, bool]:
+    """A line about the accelerator, and whether torch can use CUDA here."""
+    if apple_silicon():
+        metal = ""
+        if "mlx" in installed:
+            import mlx.core as mx
+
+            metal = ", Metal available to mlx" if mx.metal.is_available() else \
+                ", mlx is a CPU build"
+        return f"Apple silicon ({platform.machine()}){metal}", False
+    if "torch" in installed:
+        import torch
+
+        if torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            mem = torch.cuda.get_device_properties(0).total_memory / 2**30
+            return f"CUDA: {len(names)} x {names[0]} ({mem:.0f} GiB each)", True
+        if shutil.which("nvidia-smi"):
+            return "an NVIDIA GPU is present, but this torch is a CPU build", False
+    return "none found (CPU only)", False
+
+
+def diagnose() -> Diagnosis:
+    d = Diagnosis()
+    installed = installed_backends()
+    apple = apple_silicon()
+    mem = memory_bytes()
+    d.rows.append(("machine", f"{platform.system()} {platform.machine()}, "
+                   f"{os.cpu_count() or '?'} CPU cores"
+                   + (f", {mem / 2**30:.1f} GiB memory" if mem else "")))
+    d.rows.append(("python", platform.python_version()))
+    gpu, cuda = _gpu(installed)
+    d.rows.append(("accelerator", gpu))
+    for name in MODULES:
+        versions = [f"{p} {v}" for p in PACKAGES[name] if (v := _version(p))]
+        state = "installed" if name in installed else "not installed"
+        state += f" ({', '.join(versions)})" if versions else ""
+        if name == "mlx" and name in installed and not apple:
+            state += "; runs on CPU here (correct, slow); fast on Apple silicon"
+        d.rows.append((f"backend {name}", state))
+    train = auto_training_backend(apple, installed)
+    where = " on CUDA" if train == "torch" and cuda else " on CPU" if train == "torch" else ""
+    hf, gguf = (auto_sampling_backend(k, apple, installed) for k in ("hf", "gguf"))
+    d.rows.append(("chosen", f"sampling: HF folder -> {hf}, GGUF -> {gguf}; training -> "
+                   f"{train}{where} (--backend overrides)"))
+    best = ["mlx", "llamacpp"] if apple else ["torch", "llamacpp"]
+    for name in best:
+        if name not in installed:
+            extra = "llama" if name == "llamacpp" else name
+            d.missing.append(f"{name}: pip install 'ssd-local[{extra}]'")
+    if gpu.startswith("an NVIDIA GPU"):
+        d.missing.append("torch with CUDA: install a CUDA build of torch (see pytorch.org)")
+    return d

@@ -1,0 +1,71 @@
+"""What every training backend shares, without importing any framework: the step count,
+the learning-rate schedule, the per-step report and the checkpoint folder layout.
+
+Both backends write ``RUN/checkpoints/step-NNNNNNN/`` with a ``state.json`` that holds the
+step (and the backend that wrote it); a folder without ``state.json`` is an unfinished save.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..app.config import MIN_LR_RATIO, TrainConfig
+
+
+@dataclass
+class StepReport:
+    step: int
+    total: int
+    loss: float
+    lr: float
+    tokens_per_s: float
+    peak_mem_mb: float
+    val_loss: float | None = None
+    # mlx only: response (trained) tokens per second of training compute, the figure
+    # mlx-lm itself reports; None on torch
+    trained_tokens_per_s: float | None = None
+
+
+def total_steps(n_train: int, cfg: TrainConfig) -> tuple[int, int]:
+    per_epoch = max(1, math.ceil(n_train / cfg.effective_batch))
+    if cfg.max_steps:
+        return cfg.max_steps, per_epoch
+    return max(1, int(math.ceil(cfg.epochs * per_epoch))), per_epoch
+
+
+def warmup_steps(total: int, cfg: TrainConfig) -> int:
+    return max(1, int(round(cfg.warmup_ratio * total))) if cfg.warmup_ratio > 0 else 0
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay from the peak to MIN_LR_RATIO x peak."""
+    peak = cfg.peak_lr
+    warm = warmup_steps(total, cfg)
+    if step < warm:
+        return peak * (step + 1) / warm
+    frac = (step - warm) / max(1, total - warm)
+    return peak * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    done = sorted(p for p in ckpt_root.glob("step-*") if (p / "state.json").exists())
+    return done[-1] if done else None
+
+
+def checkpoint_backend(ckpt: Path) -> str:
+    """Which backend wrote a checkpoint (checkpoints from before the field are torch's)."""
+    return json.loads((ckpt / "state.json").read_text()).get("backend", "torch")
+
+
+def prune_checkpoints(ckpt_root: Path, keep: int) -> None:
+    for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def state_of(ckpt: Path) -> dict[str, Any]:
+    return json.loads((ckpt / "state.json").read_text())

@@ -1,0 +1,196 @@
+"""Serve panel: start and stop the OpenAI-compatible endpoint for a run or a GGUF, show
+its URL and ready-to-paste client settings, and chat with it (the real ``openai`` client,
+streaming)."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, cast
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, TextArea
+
+from ...app.config import ServeConfig
+from ...app.serving import servable
+from ..forms import ConfigForm, build_config
+from ..messages import ServerChanged
+
+if TYPE_CHECKING:
+    from ..app import SSDApp
+
+
+class Endpoint:
+    """The core's server app (``serving.build_app``) under uvicorn in a thread of this
+    process, so the panel can stop it: ``serving.serve`` blocks until Ctrl-C."""
+
+    def __init__(self, target: str, cfg: ServeConfig):
+        self.target, self.cfg = target, cfg
+        self.server: Any = None
+        self.thread: threading.Thread | None = None
+        self.snippets: dict[str, str] = {}
+        self.model_id = ""
+
+    def start(self, timeout: float = 120.0) -> str:
+        """Load the model and listen; returns the base URL once requests are answered."""
+        import uvicorn
+
+        from ...app.serving import build_app, check_bind, client_snippets, plan
+
+        p = plan(self.target, self.cfg.quant)
+        check_bind(self.cfg)
+        self.snippets, self.model_id = client_snippets(p, self.cfg), p.model_id
+        config = uvicorn.Config(build_app(p, self.cfg), host=self.cfg.host,
+                                port=self.cfg.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="ssd-serve", daemon=True)
+        self.thread.start()
+        done = threading.Event()
+        while not self.server.started and self.thread.is_alive() and not done.wait(0.05):
+            timeout -= 0.05
+            if timeout <= 0:
+                break
+        if not self.server.started:
+            self.stop()
+            raise RuntimeError(f"the server did not start on {self.cfg.host}:{self.cfg.port}")
+        return self.snippets["base_url"]
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        self.server = self.thread = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+class ServeScreen(Screen[None]):
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
+                Binding("ctrl+y", "copy", "Copy snippet")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[dict[str, str]] = []  # the conversation, sent with each turn
+        self.max_tokens = 512
+
+    @property
+    def ssd(self) -> "SSDApp":
+        return cast("SSDApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="serve"):
+            with VerticalScroll(id="serve-left"):
+                yield Static("Endpoint", classes="section")
+                with Horizontal(classes="field-line"):
+                    yield Label("model", classes="field-label")
+                    yield Select([(f"{name} ({kind})", name) for name, kind, _ in servable()],
+                                 id="serve-target", prompt="a run with GGUFs, or a GGUF",
+                                 compact=True)
+                yield ConfigForm(ServeConfig, "serve-", only=("host", "port", "quant",
+                                                              "api_key"))
+                with Horizontal(id="serve-actions"):
+                    yield Button("Start", id="serve-start", variant="success")
+                    yield Button("Stop", id="serve-stop", variant="error", disabled=True)
+                yield Static("not serving", id="serve-status")
+                yield TextArea("", id="snippets", read_only=True, language=None)
+            with Vertical(id="chat"):
+                yield Static("Chat playground", classes="section")
+                yield VerticalScroll(id="chat-log")
+                yield Input(placeholder="ask the model (enter sends)", id="chat-input",
+                            disabled=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "serve"
+        self.show_server()
+
+    def on_screen_resume(self) -> None:
+        self.show_server()
+
+    def show_server(self, error: str = "") -> None:
+        ep = self.ssd.endpoint
+        running = ep is not None and ep.running
+        status = self.query_one("#serve-status", Static)
+        if running:
+            assert ep is not None
+            status.update(Text.assemble(("serving ", "green"), (ep.model_id, "bold"),
+                                        " at ", (ep.snippets["base_url"], "bold underline")))
+            self.query_one("#snippets", TextArea).text = "\n\n".join(
+                f"# {title}\n{text}" for title, text in list(ep.snippets.items())[1:])
+        else:
+            status.update(Text(error, style="red") if error else Text("not serving",
+                                                                        style="dim"))
+        self.query_one("#serve-start", Button).disabled = running
+        self.query_one("#serve-stop", Button).disabled = not running
+        self.query_one("#chat-input", Input).disabled = not running
+
+    @on(Button.Pressed, "#serve-start")
+    def start(self) -> None:
+        target = self.query_one("#serve-target", Select).value
+        cfg, _ = build_config(self, ServeConfig)
+        if not isinstance(target, str) or cfg is None:
+            self.notify("pick a model and fix the fields marked in red", severity="warning")
+            return
+        self.query_one("#serve-start", Button).disabled = True
+        self.query_one("#serve-status", Static).update(Text(f"loading {target}…",
+                                                            style="yellow"))
+        self.ssd.start_endpoint(Endpoint(target, cfg))
+
+    @on(Button.Pressed, "#serve-stop")
+    def stop(self) -> None:
+        self.ssd.stop_endpoint()
+
+    def on_server_changed(self, message: ServerChanged) -> None:
+        self.show_server(message.error)
+
+    @on(Input.Submitted, "#chat-input")
+    def send(self, event: Input.Submitted) -> None:
+        ep = self.ssd.endpoint
+        text = event.value.strip()
+        if not text or ep is None or not ep.running:
+            return
+        event.input.value = ""
+        log = self.query_one("#chat-log", VerticalScroll)
+        log.mount(Static(Text.assemble(("you ", "bold cyan"), text), classes="chat-user"))
+        reply = Static("…", classes="chat-model")
+        log.mount(reply)
+        self.history.append({"role": "user", "content": text})
+        self.stream_reply(ep.snippets["base_url"], ep.model_id, ep.cfg.api_key,
+                          list(self.history), reply)
+
+    @work(thread=True, group="chat", exit_on_error=False)
+    def stream_reply(self, base_url: str, model: str, key: str | None,
+                     messages: list[dict[str, str]], reply: Static) -> None:
+        """Streams through the real OpenAI client, as any user of the endpoint would."""
+        from openai import OpenAI
+
+        client = OpenAI(base_url=base_url, api_key=key or "none")
+        answer = ""
+        try:
+            stream = client.chat.completions.create(
+                model=model, messages=messages, stream=True,  # type: ignore[arg-type]
+                max_tokens=self.max_tokens)
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    answer += chunk.choices[0].delta.content
+                    self.app.call_from_thread(reply.update, Text.assemble(
+                        (f"{model} ", "bold green"), answer))
+        except Exception as exc:  # a stopped server, a refused key: say it in the chat
+            self.app.call_from_thread(reply.update, Text(f"error: {exc}", style="red"))
+            return
+        self.history.append({"role": "assistant", "content": answer})
+        self.app.call_from_thread(self.query_one("#chat-log", VerticalScroll).scroll_end)
+
+    def action_copy(self) -> None:
+        ep = self.ssd.endpoint
+        if ep is not None and ep.running:
+            self.app.copy_to_clipboard(ep.snippets["openai-python"])
+            self.notify("copied the openai-python snippet")
