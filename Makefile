@@ -14,7 +14,7 @@ BUILD := build
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast demo bench llama-server clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,18 @@ test-fast: setup
 bench: setup
 	$(PY) bench/sampling.py
 	$(PY) bench/evaluation.py
+	$(PY) bench/endpoint_sampling.py $$(test -x $(LLAMA_SERVER) && echo --llama-server $(LLAMA_SERVER))
+
+# llama.cpp's own server, built from the same pinned source (about 10 minutes on 2 cores);
+# only bench/endpoint_sampling.py uses it, so setup does not build it.
+LLAMA_SERVER := $(BUILD)/llama-server/bin/llama-server
+llama-server: setup
+	test -x $(LLAMA_SERVER) || ( rm -rf $(BUILD)/llama-src && mkdir -p $(BUILD)/llama-src && \
+	  tar xzf $(BUILD)/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(BUILD)/llama-src && \
+	  cmake -S $(BUILD)/llama-src/llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp \
+	    -B $(BUILD)/llama-server $(LLAMA_CMAKE_ARGS) -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+	    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DCMAKE_BUILD_TYPE=Release && \
+	  cmake --build $(BUILD)/llama-server --target llama-server -j$$(nproc) )
 
 # Demo-sized SSD on the embedded 135M model: 24 prompts, short answers, 6 LoRA steps.
 demo: setup
