@@ -6,7 +6,8 @@ compared in the same run with the in-process batched llama.cpp engine on the sam
     .venv/bin/python bench/endpoint_sampling.py --prompts 32 --max-new-tokens 64 \\
         --llama-server PATH/TO/llama-server
 
-Same prompts (builtin, rendered with the model's own template), same decoding
+Same prompts per concurrency level (builtin, rendered with the model's own template; a
+different set per level so no server answers from its prompt cache), same decoding
 (T=1.0, top-k 20, top-p 0.8), one seed per request; generated tokens are counted from each
 engine's own report, so runs that stop early are measured fairly.
 """
@@ -32,14 +33,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def requests_for(render, n: int) -> list:
+def requests_for(render, n: int, offset: int = 0) -> list:
     from ssd_local.app.config import SYSTEM_PROMPT
     from ssd_local.app.prompts import load_builtin, messages
     from ssd_local.app.sampling import derive_seed
     from ssd_local.backends.base import GenerationRequest
 
     return [GenerationRequest((p.id, 0), render(messages(p, SYSTEM_PROMPT)),
-                              derive_seed(0, p.id, 0)) for p in load_builtin()[:n]]
+                              derive_seed(0, p.id, 0)) for p in load_builtin()[offset:offset + n]]
 
 
 def measure(engine, reqs, params, batch: int) -> tuple[float, int]:
@@ -74,16 +75,22 @@ def main() -> int:
 
     model = resolve("smollm2-135m")
     render, _, handle = local_template(model)
-    reqs = requests_for(render, args.prompts)
-    handle.close()
     params = SamplingParams(1.0, 20, 0.8, args.max_new_tokens)
     levels = [int(x) for x in args.concurrency.split(",")]
+    # Each level gets its own prompts (the same ones for every engine), so no server can
+    # answer from a prompt cache filled by an earlier level.
+    warm = requests_for(render, 2, 118)
+    sets = {b: requests_for(render, args.prompts, i * args.prompts)
+            for i, b in enumerate(levels)}
+    handle.close()
+    if args.prompts * len(levels) > 118:
+        raise SystemExit("not enough builtin prompts for distinct sets; lower --prompts")
     rows: list[tuple[str, float, int]] = []
 
     eng = LlamaCppEngine(model.path)
-    measure(eng, reqs[:2], params, 2)  # warm up
+    measure(eng, warm, params, 2)  # warm up
     for b in levels:
-        tps, tok = measure(eng, reqs, params, b)
+        tps, tok = measure(eng, sets[b], params, b)
         rows.append((f"in-process llama.cpp engine, batch {b}", tps, tok))
         print(f"  ... {rows[-1][0]}: {tps:.1f} tok/s", file=sys.stderr, flush=True)
     eng.close()
@@ -101,9 +108,9 @@ def main() -> int:
         proc = serve(cmd(port), url)
         try:
             ep = EndpointEngine(url, renderer=render)
-            measure(ep, reqs[:2], params, 2)
+            measure(ep, warm, params, 2)
             for b in levels:
-                tps, tok = measure(ep, reqs, params, b)
+                tps, tok = measure(ep, sets[b], params, b)
                 rows.append((f"{name}, concurrency {b}", tps, tok))
                 print(f"  ... {rows[-1][0]}: {tps:.1f} tok/s", file=sys.stderr, flush=True)
         finally:
