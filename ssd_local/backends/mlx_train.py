@@ -26,7 +26,6 @@ replays what an uninterrupted run would have done.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -47,8 +46,8 @@ from ..app.config import MIN_LR_RATIO, TrainConfig
 from ..app.errors import Cancelled, UserError
 from ..app.trainset import IGNORE, Example, plan_epoch
 from .mlx import load
-from .train_common import (StepReport, latest_checkpoint, lr_at, prune_checkpoints, state_of,
-                           total_steps, warmup_steps)
+from .train_common import (StepReport, latest_checkpoint, lr_at, state_of,
+                           total_steps, warmup_steps, write_checkpoint)
 
 PAD_TO = 32  # widths are padded to 1 + a multiple of this: fewer shapes to compile
 
@@ -211,26 +210,13 @@ def peak_memory_mb() -> float:
 # -- checkpoints -------------------------------------------------------------------------------
 def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: optim.Optimizer,
                     keep: int, extra: dict[str, Any]) -> Path:
-    final, tmp = root / f"step-{step:07d}", root / f".step-{step:07d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    def write(tmp: Path) -> None:
         mx.save_safetensors(str(tmp / "adapters.safetensors"),
                             dict(tree_flatten(model.trainable_parameters())))
         mx.save_safetensors(str(tmp / "optimizer.safetensors"),
                             dict(tree_flatten(optimizer.state)))
-        (tmp / "state.json").write_text(json.dumps({"step": step, "backend": "mlx", **extra}))
-        os.replace(tmp, final)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno == errno.ENOSPC:
-            prev = latest_checkpoint(root)
-            raise UserError("disk full while saving a checkpoint; "
-                            + (f"{prev.name} is intact; " if prev else "")
-                            + "free some space and rerun to resume") from None
-        raise
-    prune_checkpoints(root, keep)
-    return final
+
+    return write_checkpoint(root, step, keep, {"backend": "mlx", **extra}, write)
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: optim.Optimizer) -> int:

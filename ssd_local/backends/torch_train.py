@@ -18,7 +18,6 @@ uninterrupted one would have seen.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import resource
@@ -35,10 +34,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..app.config import TrainConfig
-from ..app.errors import Cancelled, UserError
+from ..app.errors import Cancelled
 from ..app.trainset import IGNORE, Example, plan_epoch
-from .train_common import (StepReport, latest_checkpoint, lr_at, prune_checkpoints,  # noqa: F401
-                           total_steps)
+from .train_common import (StepReport, latest_checkpoint, lr_at,  # noqa: F401
+                           total_steps, write_checkpoint)
 
 LOSS_CHUNK = 2048  # response positions per output-layer chunk
 
@@ -221,26 +220,13 @@ def save_checkpoint(ckpt_root: Path, step: int, module: nn.Module, optim: Any,
     msd, osd = get_state_dict(module, optim, options=_state_options())
     if not world.main:
         return None
-    final = ckpt_root / f"step-{step:07d}"
-    tmp = ckpt_root / f".step-{step:07d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+
+    def write(tmp: Path) -> None:
         torch.save({"model": msd, "optim": osd, "rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available()
                     else None}, tmp / "trainer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, **extra}))
-        os.replace(tmp, final)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno == errno.ENOSPC:
-            prev = latest_checkpoint(ckpt_root)
-            raise UserError("disk full while saving a checkpoint; "
-                            + (f"{prev.name} is intact; " if prev else "")
-                            + "free some space and rerun to resume") from None
-        raise
-    prune_checkpoints(ckpt_root, keep)
-    return final
+
+    return write_checkpoint(ckpt_root, step, keep, extra, write)
 
 
 def load_checkpoint(path: Path, module: nn.Module, optim: Any) -> int:

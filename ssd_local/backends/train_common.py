@@ -7,12 +7,14 @@ step (and the backend that wrote it); a folder without ``state.json`` is an unfi
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..app.config import MIN_LR_RATIO, TrainConfig
 
@@ -69,3 +71,29 @@ def prune_checkpoints(ckpt_root: Path, keep: int) -> None:
 
 def state_of(ckpt: Path) -> dict[str, Any]:
     return json.loads((ckpt / "state.json").read_text())
+
+
+def write_checkpoint(ckpt_root: Path, step: int, keep: int, state: dict[str, Any],
+                     write: Callable[[Path], None]) -> Path:
+    """``write`` fills ``.step-N.tmp``; then ``state.json`` and a rename make it
+    ``step-N`` at once. A failed save (disk full) leaves the previous checkpoint as it was."""
+    from ..app.errors import UserError
+
+    final = ckpt_root / f"step-{step:07d}"
+    tmp = ckpt_root / f".step-{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        write(tmp)
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
+        os.replace(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno == errno.ENOSPC:
+            prev = latest_checkpoint(ckpt_root)
+            raise UserError("disk full while saving a checkpoint; "
+                            + (f"{prev.name} is intact; " if prev else "")
+                            + "free some space and rerun to resume") from None
+        raise
+    prune_checkpoints(ckpt_root, keep)
+    return final
