@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from .inventory import physical_memory_gb
 from ..backends import (MODULES, apple_silicon, auto_sampling_backend, auto_training_backend,
                         installed_backends)
 
@@ -27,13 +28,6 @@ def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
-        return None
-
-
-def memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
         return None
 
 
@@ -63,10 +57,10 @@ def diagnose() -> Diagnosis:
     d = Diagnosis()
     installed = installed_backends()
     apple = apple_silicon()
-    mem = memory_bytes()
+    mem = physical_memory_gb()
     d.rows.append(("machine", f"{platform.system()} {platform.machine()}, "
                    f"{os.cpu_count() or '?'} CPU cores"
-                   + (f", {mem / 2**30:.1f} GiB memory" if mem else "")))
+                   + (f", {mem:.1f} GiB memory" if mem else "")))
     d.rows.append(("python", platform.python_version()))
     gpu, cuda = _gpu(installed)
     d.rows.append(("accelerator", gpu))
