@@ -179,7 +179,7 @@ def test_eval_through_an_endpoint(smollm2):
             except OSError:
                 time.sleep(0.3)
         r = run_cli("eval", "--endpoint", f"http://127.0.0.1:{port}/v1", "--limit", "2",
-                    "--max-new-tokens", "64", "--batch-size", "2", "--json")
+                    "--max-new-tokens", "64", "--concurrency", "2", "--json")
         assert r.returncode == 0, r.stderr
         s = json.loads(r.stdout)
         assert s["problems"] == 2 and "pass@1" in s

@@ -54,8 +54,7 @@ class EvalConfig:
                               metavar="P")
     max_new_tokens: int = opt(1024, "generation cap per answer", metavar="N")
     seed: int = opt(0, "sampling seed; each (problem, sample) gets its own derived seed")
-    batch_size: int = opt(8, "sequences decoded together (or requests in flight)",
-                          metavar="N")
+    batch_size: int = opt(8, "sequences decoded together", metavar="N")
     backend: str | None = opt(None, "engine: llamacpp, torch or mlx (default: automatic)",
                               choices=("llamacpp", "torch", "mlx"))
     quant: str | None = opt(None, "which of a run's GGUFs to evaluate (default: the most "
@@ -69,6 +68,7 @@ class EvalConfig:
     endpoint: str | None = opt(None, "generate through an OpenAI-compatible server at URL "
                                "(e.g. http://127.0.0.1:8080/v1)", metavar="URL")
     api_key: str | None = opt(None, "API key for --endpoint", metavar="KEY")
+    concurrency: int = opt(8, "requests in flight with --endpoint", metavar="N")
     chat: bool = opt(False, "with --endpoint: send chat messages and let the server apply "
                      "its template (the default with no model named)")
 
@@ -91,7 +91,7 @@ class EvalConfig:
 
     def validate(self) -> None:
         self.samples()
-        for name in ("max_new_tokens", "batch_size", "memory_mb"):
+        for name in ("max_new_tokens", "batch_size", "memory_mb", "concurrency"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if self.timeout <= 0:
@@ -336,7 +336,8 @@ def _generate(engine: Any, target: Target, cfg: EvalConfig, dec: Decoding, todo:
     start, done0, tokens = time.monotonic(), total - len(todo), 0
     fd = os.open(gens_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        for k, res in enumerate(engine.generate(reqs, params, batch_size=cfg.batch_size,
+        width = cfg.concurrency if cfg.endpoint else cfg.batch_size
+        for k, res in enumerate(engine.generate(reqs, params, batch_size=width,
                                                 cancel=cancel), 1):
             rec = {"task_id": res.key[0], "index": res.key[1], "completion": res.text,
                    "completion_tokens": res.completion_tokens,
