@@ -28,14 +28,14 @@ def local_template(model: models.ModelRef) -> tuple[Callable[[list[dict]], str],
         return eng.render, lambda text: len(eng.tokenize(text)), eng
     from transformers import AutoTokenizer
 
+    from ..backends.base import render_chat
+
     tok = AutoTokenizer.from_pretrained(str(model.path))
-    if not tok.chat_template:
-        raise UserError(f"{model.name} has no chat template; SSD needs an instruct or "
-                        "thinking (chat) model")
 
     def render(messages: list[dict]) -> str:
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(tok, messages)
 
+    render(PROBE)  # no chat template: say so now, not at the first request
     return render, lambda text: len(tok(text, add_special_tokens=False)["input_ids"]), None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,17 @@ class GenerationResult:
     completion_tokens: int
     finish_reason: str  # "stop" (end-of-turn token) | "length" (hit max_new_tokens)
     token_ids: tuple[int, ...] = ()  # the generated tokens, end token excluded
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The prompt exactly as a Hugging Face tokenizer's chat template renders it, with the
+    generation prompt appended (the torch and mlx engines, and endpoint prompts)."""
+    from ..app.errors import UserError
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("the model has no chat template; SSD needs an instruct or "
+                        "thinking (chat) model")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 class SamplingEngine(Protocol):

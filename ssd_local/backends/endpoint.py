@@ -91,7 +91,8 @@ class EndpointEngine:
         """Our rendering (what the run stores and training rebuilds). In chat mode the
         messages travel as they are and the server renders them."""
         text = self.renderer(messages) if self.renderer else json.dumps(messages)
-        self._messages[text] = messages
+        if self.chat:
+            self._messages[text] = messages
         return text
 
     def context_length(self) -> int:

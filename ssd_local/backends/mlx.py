@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ..app.errors import UserError
-from .base import GenerationRequest, GenerationResult, SamplingParams
+from .base import GenerationRequest, GenerationResult, SamplingParams, render_chat
 
 
 def config_overrides(folder: Path) -> dict[str, Any]:
@@ -99,11 +99,7 @@ class MlxEngine:
         return int(cfg.get("max_position_embeddings") or 32768)
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        if not self.tokenizer.chat_template:
-            raise UserError("the model has no chat template; SSD needs an instruct or "
-                            "thinking (chat) model")
-        return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
+        return render_chat(self.tokenizer, messages)
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams, *,
                  batch_size: int = 8, cancel: threading.Event | None = None

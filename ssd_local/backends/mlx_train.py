@@ -44,10 +44,10 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..app.config import MIN_LR_RATIO, TrainConfig
 from ..app.errors import Cancelled, UserError
-from ..app.trainset import IGNORE, Example, plan_epoch
+from ..app.trainset import IGNORE, Example
 from .mlx import load
 from .train_common import (StepReport, latest_checkpoint, lr_at, state_of,
-                           total_steps, warmup_steps, write_checkpoint)
+                           planned_steps, total_steps, warmup_steps, write_checkpoint)
 
 PAD_TO = 32  # widths are padded to 1 + a multiple of this: fewer shapes to compile
 
@@ -169,14 +169,8 @@ def step_batches(train_set: list[Example], cfg: TrainConfig, start: int, total: 
                  ) -> Iterator[tuple[mx.array, ...]]:
     """Micro-batches of steps ``start..total-1``, exactly ``accum`` per step."""
     lengths = [len(e.input_ids) for e in train_set]
-    plan_of: tuple[int, Any] = (-1, None)
     filler = _filler(pad_id)
-    for step in range(start, total):
-        epoch, k = divmod(step, per_epoch)
-        if plan_of[0] != epoch:
-            plan_of = (epoch, plan_epoch(lengths, cfg.batching, cfg.batch_size,
-                                         cfg.effective_batch, cfg.max_seq_len, cfg.seed, epoch))
-        micro = plan_of[1][k % len(plan_of[1])]
+    for step, _, micro in planned_steps(lengths, cfg, start, total, per_epoch):
         groups = [[train_set[i] for row in mb for i in row] for mb in micro]
         n_resp = sum(e.n_response for g in groups for e in g)
         tokens[step + 1] = sum(len(e.input_ids) for g in groups for e in g)

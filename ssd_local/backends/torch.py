@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..app.errors import UserError
-from .base import GenerationRequest, GenerationResult, SamplingParams
+from .base import GenerationRequest, GenerationResult, SamplingParams, render_chat
 
 
 def pick_device(requested: str | None = None) -> tuple[str, Any]:
@@ -78,11 +78,7 @@ class TorchEngine:
         return int(getattr(cfg, "max_position_embeddings", 0) or 32768)
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        if not self.tokenizer.chat_template:
-            raise UserError("the model has no chat template; SSD needs an instruct or "
-                            "thinking (chat) model")
-        return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
+        return render_chat(self.tokenizer, messages)
 
     def _eos_ids(self) -> list[int]:
         ids: set[int] = set()

@@ -35,9 +35,9 @@ from torch.utils.checkpoint import checkpoint
 
 from ..app.config import TrainConfig
 from ..app.errors import Cancelled
-from ..app.trainset import IGNORE, Example, plan_epoch
+from ..app.trainset import IGNORE, Example
 from .train_common import (StepReport, latest_checkpoint, lr_at,  # noqa: F401
-                           total_steps, write_checkpoint)
+                           planned_steps, total_steps, write_checkpoint)
 
 LOSS_CHUNK = 2048  # response positions per output-layer chunk
 
@@ -261,17 +261,11 @@ def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example
     total, per_epoch = total_steps(len(train_set), cfg)
     lengths = [len(e.input_ids) for e in train_set]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    plan_of: tuple[int, Any] = (-1, None)  # (epoch, its plan)
     last_loss, last_val = float("nan"), None
     t0, tokens_seen = time.monotonic(), 0
     module.train()
     done = start
-    for step in range(start, total):
-        epoch, k = divmod(step, per_epoch)
-        if plan_of[0] != epoch:
-            plan_of = (epoch, plan_epoch(lengths, cfg.batching, cfg.batch_size,
-                                         cfg.effective_batch, cfg.max_seq_len, cfg.seed, epoch))
-        micro = plan_of[1][k % len(plan_of[1])]
+    for step, epoch, micro in planned_steps(lengths, cfg, start, total, per_epoch):
         batches = [collate([[train_set[i] for i in row] for row in mb], pad_id, device)
                    for mb in micro[world.rank::world.size]]
         n_resp = all_sum(float(sum(b["responses"] for b in batches)), world)

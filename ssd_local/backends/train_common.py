@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..app.config import MIN_LR_RATIO, TrainConfig
 
@@ -97,3 +97,18 @@ def write_checkpoint(ckpt_root: Path, step: int, keep: int, state: dict[str, Any
         raise
     prune_checkpoints(ckpt_root, keep)
     return final
+
+
+def planned_steps(lengths: list[int], cfg: TrainConfig, start: int, total: int,
+                  per_epoch: int) -> Iterator[tuple[int, int, list]]:
+    """``(step, epoch, micro-batches)`` for steps ``start..total-1``. Each epoch's plan is
+    made once, when a step of it first comes, so a resume mid-epoch sees the same batches."""
+    from ..app.trainset import plan_epoch
+
+    plan_of: tuple[int, Any] = (-1, None)  # (epoch, its plan)
+    for step in range(start, total):
+        epoch, k = divmod(step, per_epoch)
+        if plan_of[0] != epoch:
+            plan_of = (epoch, plan_epoch(lengths, cfg.batching, cfg.batch_size,
+                                         cfg.effective_batch, cfg.max_seq_len, cfg.seed, epoch))
+        yield step, epoch, plan_of[1][k % len(plan_of[1])]

@@ -51,7 +51,7 @@ def compare(run_name: str, cfg: EvalConfig, temperatures: list[float], *,
     cfg.validate()
     run = Run.load(run_name)
     problems = load_problems(cfg, on_event)
-    guard_contamination(run, problems, cfg.allow_overlap, on_event)
+    overlaps = guard_contamination(run, problems, cfg.allow_overlap, on_event)
     sides: dict[str, list[Point]] = {}
     for side, base in (("base", True), ("tuned", False)):
         target = resolve_target(run_name, cfg, on_event, base=base)
@@ -61,9 +61,9 @@ def compare(run_name: str, cfg: EvalConfig, temperatures: list[float], *,
         try:
             points = []
             for t in temperatures:
-                c = replace(cfg, temperature=t, top_k=None, top_p=None, allow_overlap=True)
+                c = replace(cfg, temperature=t, top_k=None, top_p=None)
                 r = evaluate(run_name, c, on_event=on_event, cancel=cancel, base=base,
-                             engine=engine, problems=problems)
+                             engine=engine, problems=problems, overlaps=overlaps)
                 pp = scoring.per_problem_pass(scoring.counts(r.graded), 1)
                 points.append(Point(t, r.summary, pp))
         finally:

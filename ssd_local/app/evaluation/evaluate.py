@@ -261,13 +261,16 @@ def folder_for(target: Target, cfg: EvalConfig, dec: Decoding) -> Path:
 
 def evaluate(ref: str, cfg: EvalConfig, *, on_event: OnEvent = ignore,
              cancel: threading.Event | None = None, base: bool = False,
-             engine: Any = None, problems: list[Problem] | None = None) -> EvalResult:
-    """Generate (resuming), grade, summarise. ``engine``/``problems`` let a sweep reuse them."""
+             engine: Any = None, problems: list[Problem] | None = None,
+             overlaps: list[dict[str, Any]] | None = None) -> EvalResult:
+    """Generate (resuming), grade, summarise. A sweep passes its ``engine``, ``problems``
+    and the ``overlaps`` its one contamination check found, so none is redone per point."""
     cfg.validate()
     ks, n = cfg.ks(), cfg.samples()
     problems = problems if problems is not None else load_problems(cfg, on_event)
-    overlaps = guard_contamination(Run.load(ref) if is_run(ref) else None, problems,
-                                   cfg.allow_overlap, on_event)
+    if overlaps is None:
+        overlaps = guard_contamination(Run.load(ref) if is_run(ref) else None, problems,
+                                       cfg.allow_overlap, on_event)
     target = resolve_target(ref, cfg, on_event, base=base)
     dec = decoding_for(target, cfg)
     folder = folder_for(target, cfg, dec)
