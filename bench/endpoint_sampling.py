@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 def requests_for(render, n: int, offset: int = 0) -> list:
-    from ssd_local.app.config import SYSTEM_PROMPT
+    from ssd_local.config import SYSTEM_PROMPT
     from ssd_local.app.prompts import load_builtin, messages
     from ssd_local.app.sampling import derive_seed
     from ssd_local.backends.base import GenerationRequest

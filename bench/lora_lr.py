@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--home", default=os.path.join(tempfile.gettempdir(), "ssd-local-bench"))
     a = ap.parse_args()
     os.environ["SSD_LOCAL_HOME"] = a.home
-    from ssd_local.app.config import SampleConfig, TrainConfig
+    from ssd_local.config import SampleConfig, TrainConfig
     from ssd_local.app.runs import runs_root
     from ssd_local.app.sampling import sample
     from ssd_local.app.training import train

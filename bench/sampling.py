@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ssd_local.app import models, prompts  # noqa: E402
-from ssd_local.app.config import SYSTEM_PROMPT  # noqa: E402
+from ssd_local.config import SYSTEM_PROMPT  # noqa: E402
 from ssd_local.app.sampling import derive_seed  # noqa: E402
 from ssd_local.backends.base import GenerationRequest, SamplingParams  # noqa: E402
 

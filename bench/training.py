@@ -38,7 +38,7 @@ def _peak_rss(stop: threading.Event, out: list[float]) -> None:
 
 def ours(home: str, mode: str, steps: int, q: mp.Queue) -> None:
     os.environ["SSD_LOCAL_HOME"] = home
-    from ssd_local.app.config import TrainConfig
+    from ssd_local.config import TrainConfig
     from ssd_local.app.runs import runs_root
     from ssd_local.app.training import train
 
@@ -51,7 +51,7 @@ def ours(home: str, mode: str, steps: int, q: mp.Queue) -> None:
     cfg = TrainConfig(max_steps=steps, batch_size=4, effective_batch=8, batching=mode,
                       val_fraction=0.0, save_every=10_000)
     rows = []
-    from ssd_local.app import events
+    from ssd_local import events
 
     def on_event(e):
         if isinstance(e, events.Progress) and e.stage == "train":
@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--home", default=os.path.join(tempfile.gettempdir(), "ssd-local-bench"))
     a = ap.parse_args()
     os.environ["SSD_LOCAL_HOME"] = a.home
-    from ssd_local.app.config import SampleConfig
+    from ssd_local.config import SampleConfig
     from ssd_local.app.sampling import sample
 
     # the model's own answers, varied lengths: T=1.0 as in the generic preset

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hubfake import FakeHub
-from ssd_local.app.errors import UserError
+from ssd_local.errors import UserError
 from ssd_local.app.evaluation import benchmarks as B
 from ssd_local.app.evaluation.problems import Problem
 
@@ -436,7 +436,7 @@ def test_release_and_date_mistakes_are_user_errors(tmp_path):
 # -- the hub path, through the real client in a subprocess (it reads HF_* at import) ---------
 LOAD = ("import json, sys\n"
         "from ssd_local.app.evaluation.benchmarks import load_benchmark\n"
-        "from ssd_local.app.errors import UserError\n"
+        "from ssd_local.errors import UserError\n"
         "events = []\n"
         "try:\n"
         "    ps = load_benchmark(sys.argv[1], release=sys.argv[2], on_event=events.append)\n"

@@ -98,7 +98,7 @@ def test_help_and_presets_are_instant_and_light():
 
 
 def test_core_never_imports_ui_or_engines():
-    code = ("import sys, ssd_local.app.config, ssd_local.app.runs, ssd_local.app.models, "
+    code = ("import sys, ssd_local.config, ssd_local.app.runs, ssd_local.app.models, "
             "ssd_local.app.prompts, ssd_local.app.sampling, ssd_local.app.filters, "
             "ssd_local.backends, ssd_local.backends.base, ssd_local.backends.llamacpp, "
             "ssd_local.backends.torch, ssd_local.cli\n"

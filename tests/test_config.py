@@ -1,7 +1,7 @@
 import pytest
 
-from ssd_local.app.config import PRESETS, SYSTEM_PROMPT, SampleConfig, detect_preset
-from ssd_local.app.errors import UserError
+from ssd_local.config import PRESETS, SYSTEM_PROMPT, SampleConfig, detect_preset
+from ssd_local.errors import UserError
 from ssd_local.cli import build_parser
 
 

@@ -58,6 +58,7 @@ class FaultProxy:
         up = upstream.split("//", 1)[1].split("/", 1)[0]
         self.host, self.port = up.split(":")[0], int(up.split(":")[1])
         self.count = 0
+        self.in_flight = self.peak_in_flight = 0  # completion requests being answered
         self.model_id = model_id
         self.injected: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -101,6 +102,16 @@ class FaultProxy:
                 self._reply(status, data, ctype)
 
             def do_POST(self):
+                with proxy.lock:
+                    proxy.in_flight += 1
+                    proxy.peak_in_flight = max(proxy.peak_in_flight, proxy.in_flight)
+                try:
+                    self._post()
+                finally:
+                    with proxy.lock:
+                        proxy.in_flight -= 1
+
+            def _post(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 with proxy.lock:
                     proxy.count += 1
@@ -153,7 +164,7 @@ def test_sample_16_prompts_at_concurrency_4(server, ssd_home):
     from ssd_local.app.endpoints import local_template
     from ssd_local.app.models import resolve
     from ssd_local.app.prompts import load_builtin, messages
-    from ssd_local.app.config import SYSTEM_PROMPT
+    from ssd_local.config import SYSTEM_PROMPT
 
     r = run_cli("sample", "smollm2-135m", "--endpoint", server, "--prompts", "builtin",
                 "--limit", "16", "--concurrency", "4", "--max-new-tokens", "24", "--run", "e1")
@@ -173,6 +184,20 @@ def test_sample_16_prompts_at_concurrency_4(server, ssd_home):
     assert "endpoint: 16 requests" in r.stderr.replace("\n", " ")
 
 
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_concurrency_bounds_the_requests_in_flight(server, ssd_home, concurrency):
+    """--concurrency N: at most N requests reach the server at once, and with N > 1 they
+    do overlap (counted by a proxy in front of the real server)."""
+    with FaultProxy(server, faults=False) as proxy:
+        r = run_cli("sample", "smollm2-135m", "--endpoint", proxy.url, "--prompts", "builtin",
+                    "--limit", "6", "--concurrency", str(concurrency), "--batch-size", "1",
+                    "--max-new-tokens", "8", "--run", f"c{concurrency}")
+    assert r.returncode == 0, r.stderr
+    assert len(keys_once(samples_of(ssd_home, f"c{concurrency}"))) == 6
+    assert proxy.peak_in_flight == concurrency
+    assert f"at most {concurrency} in flight" in r.stderr.replace("\n", " ")
+
+
 def test_faults_are_retried_and_every_sample_lands_once(server, ssd_home):
     with FaultProxy(server) as proxy:
         r = run_cli("sample", "smollm2-135m", "--endpoint", proxy.url, "--prompts", "builtin",
@@ -186,8 +211,8 @@ def test_faults_are_retried_and_every_sample_lands_once(server, ssd_home):
 
 
 def test_a_request_that_keeps_failing_is_named(server, ssd_home, monkeypatch):
-    from ssd_local.app.config import SampleConfig
-    from ssd_local.app.errors import UserError
+    from ssd_local.config import SampleConfig
+    from ssd_local.errors import UserError
     from ssd_local.app.runs import Run
     from ssd_local.app.sampling import sample
     from ssd_local.backends.endpoint import EndpointEngine

@@ -49,7 +49,7 @@ def _stop(proc):
 
 
 def test_export_converts_quantizes_and_checks_each_gguf(smol_tokenizer_model):
-    from ssd_local.app.config import ExportConfig, SampleConfig, TrainConfig
+    from ssd_local.config import ExportConfig, SampleConfig, TrainConfig
     from ssd_local.app.export import export
     from ssd_local.app.runs import Run
     from ssd_local.app.sampling import sample
@@ -63,12 +63,12 @@ def test_export_converts_quantizes_and_checks_each_gguf(smol_tokenizer_model):
             for x in f.read_text().splitlines()]
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     train("x", TrainConfig(max_steps=1, effective_batch=4))
-    ggufs = export("x", ExportConfig(quant="f16,q8_0"))
+    ggufs = export("x", ExportConfig(quant="f16,q8_0")).ggufs
     run = Run.load("x")
     assert set(ggufs) == {"f16", "q8_0"}
     for q, art in ggufs.items():
         p = run.path / "gguf" / f"x-{q}.gguf"
-        assert p.stat().st_size == art["bytes"] and len(art["sha256"]) == 64
+        assert p.stat().st_size == art.bytes and len(art.sha256) == 64
         eng = LlamaCppEngine(p)
         assert "<|im_start|>" in eng.meta("tokenizer.chat_template")  # template kept
         eng.close()
@@ -82,7 +82,7 @@ def test_export_converts_quantizes_and_checks_each_gguf(smol_tokenizer_model):
 
 
 def test_export_needs_a_merged_model_and_known_quants(tiny_model):
-    from ssd_local.app.config import SampleConfig
+    from ssd_local.config import SampleConfig
     from ssd_local.app.sampling import sample
 
     sample(str(tiny_model), SampleConfig(limit=1, max_new_tokens=2), "y")
@@ -93,8 +93,8 @@ def test_export_needs_a_merged_model_and_known_quants(tiny_model):
 
 
 def test_unsupported_architecture_is_named(tmp_path):
-    from ssd_local.app import converter
-    from ssd_local.app.errors import UserError
+    from ssd_local.backends import converter
+    from ssd_local.errors import UserError
 
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text(
@@ -106,7 +106,7 @@ def test_unsupported_architecture_is_named(tmp_path):
 def test_request_without_sampling_gets_the_runs_decoding():
     """The middleware in front of llama-cpp-python's server, on a real ASGI app that
     echoes the body it receives."""
-    from ssd_local.app.serving import DecodingDefaults
+    from ssd_local.backends.llamacpp_server import DecodingDefaults
 
     async def echo(scope, receive, send):
         msg = await receive()

@@ -12,9 +12,9 @@ import threading
 import pytest
 
 from conftest import ROOT, copy_run, run_cli, step_losses
-from ssd_local.app import events as ev
-from ssd_local.app.config import SampleConfig, TrainConfig
-from ssd_local.app.errors import Cancelled, UserError
+from ssd_local import events as ev
+from ssd_local.config import SampleConfig, TrainConfig
+from ssd_local.errors import Cancelled, UserError
 from ssd_local.backends import apple_silicon, auto_sampling_backend, auto_training_backend
 
 mx = pytest.importorskip("mlx.core")
@@ -228,7 +228,7 @@ def test_training_resumes_after_a_stop_with_optimizer_state_and_step(mlx_run):
     assert started[0].done == 3  # resumed at the saved step, not from scratch
     la, lb = step_losses(a), step_losses(b)
     assert [s for s, _ in lb] == [1, 2, 3, 4, 5]
-    for (sa, x), (sb, y) in zip(la, lb):  # same data, dropout, AdamW moments and lr
+    for (sa, x), (sb, y) in zip(la, lb, strict=True):  # same data, dropout, AdamW moments and lr
         assert sa == sb and x == pytest.approx(y, rel=1e-5), (sa, x, y)
     assert sorted(p.name for p in (b / "checkpoints").glob("step-*")) == \
         ["step-0000004", "step-0000005"]  # --keep-checkpoints 2
@@ -279,7 +279,7 @@ def test_fuse_gives_a_standard_folder_that_exports_to_gguf(smol_tokenizer_model)
     from mlx_lm import load as mlx_load
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ssd_local.app.config import ExportConfig
+    from ssd_local.config import ExportConfig
     from ssd_local.app.export import export
     from ssd_local.app.runs import Run
     from ssd_local.app.training import train
@@ -304,8 +304,8 @@ def test_fuse_gives_a_standard_folder_that_exports_to_gguf(smol_tokenizer_model)
     assert np.allclose(a, b, atol=1e-4)  # merged in transformers == base + adapter in mlx
     assert not np.allclose(a, plain, atol=1e-4)  # the adapter changed something
     assert Run.load("fx").stage_state("fuse") == "done"
-    ggufs = export("fx", ExportConfig(quant="q8_0"))
-    assert (run_dir / "gguf" / "fx-q8_0.gguf").exists() and ggufs["q8_0"]["bytes"] > 0
+    ggufs = export("fx", ExportConfig(quant="q8_0")).ggufs
+    assert (run_dir / "gguf" / "fx-q8_0.gguf").exists() and ggufs["q8_0"].bytes > 0
 
 
 def test_qlora_on_a_quantized_model_fuses_dequantized(tiny_model, tmp_path):

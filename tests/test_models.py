@@ -9,11 +9,11 @@ import sys
 import pytest
 
 from hubfake import FakeHub
-from ssd_local.app.errors import UserError
+from ssd_local.errors import UserError
 from ssd_local.app.models import resolve
 
 RESOLVE = ("import json, sys; from ssd_local.app.models import resolve; "
-           "from ssd_local.app.errors import UserError\n"
+           "from ssd_local.errors import UserError\n"
            "events = []\n"
            "try:\n"
            "    m = resolve(sys.argv[1], on_event=events.append)\n"

@@ -4,8 +4,8 @@ from collections import Counter
 import pytest
 
 from ssd_local.app import prompts
-from ssd_local.app.config import SYSTEM_PROMPT
-from ssd_local.app.errors import UserError
+from ssd_local.config import SYSTEM_PROMPT
+from ssd_local.errors import UserError
 
 
 def test_builtin_set_is_large_and_varied():

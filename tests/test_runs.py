@@ -4,7 +4,7 @@ import os
 import pytest
 
 from ssd_local.app import runs
-from ssd_local.app.errors import UserError
+from ssd_local.errors import UserError
 from ssd_local.app.runs import Run, RunLock, atomic_write_json
 
 MODEL = {"ref": "m", "identity": "local:/m"}

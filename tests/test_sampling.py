@@ -6,10 +6,11 @@ import threading
 
 import pytest
 
-from ssd_local.app import events as ev
-from ssd_local.app.config import SampleConfig
-from ssd_local.app.errors import Cancelled, UserError
+from ssd_local import events as ev
+from ssd_local.config import SampleConfig
+from ssd_local.errors import Cancelled, UserError
 from ssd_local.app.sampling import derive_seed, sample
+from conftest import run_cli
 
 REQUIRED = {"prompt_id", "sample_index", "prompt", "prompt_text", "completion",
             "prompt_tokens", "completion_tokens", "finish_reason", "degenerate", "looped",
@@ -69,8 +70,18 @@ def test_cancel_leaves_a_resumable_run(tiny_model):
     assert summary.samples == 6 and run.stage_state("sample") == "done"
 
 
-def test_seeds_are_per_sample_and_stable():
-    assert derive_seed(0, "b001", 0) == derive_seed(0, "b001", 0)
+def test_seeds_are_per_sample_and_stable(tiny_model):
+    """The same command in two separate processes (each with its own hash randomisation)
+    gives the same samples; every (prompt, sample) has its own seed."""
+    from ssd_local.app.runs import Run
+
+    for name in ("pa", "pb"):
+        r = run_cli("sample", str(tiny_model), "--limit", "3", "--samples-per-prompt", "2",
+                    "--max-new-tokens", "8", "--run", name, env={"PYTHONHASHSEED": "random"})
+        assert r.returncode == 0, r.stderr
+    a, b = (sorted((x["prompt_id"], x["sample_index"], x["seed"], x["completion"])
+                   for x in Run.load(name).read_samples()) for name in ("pa", "pb"))
+    assert a == b and len(a) == 6
     assert len({derive_seed(0, "b001", i) for i in range(50)}) == 50
     assert derive_seed(1, "b001", 0) != derive_seed(0, "b001", 0)
 

@@ -1,9 +1,18 @@
 """The sandbox with real subprocesses: judging, early exits, and the protections (files,
 time, memory, processes, network, output). Only upper bounds on time are checked (that a
-kill happened), never speed."""
+kill happened), never speed.
+
+What to expect from the confinement is asked of the kernel itself (:func:`_kernel`), not of
+the sandbox's own report: a layer the kernel offers must work, and a test may skip only
+where the kernel really lacks the feature (the reason names it)."""
 
 from __future__ import annotations
 
+import ast
+import ctypes
+import errno
+import functools
+import marshal
 import os
 import socket
 import subprocess
@@ -12,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -21,6 +31,129 @@ from ssd_local.app.evaluation import sandbox as sb
 from ssd_local.app.evaluation.sandbox import Job, Limits
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the sandbox needs a POSIX system")
+LINUX = sys.platform.startswith("linux")
+NEWUSER, NEWNET, NEWPID = 0x10000000, 0x40000000, 0x20000000  # CLONE_NEW*
+
+
+# -- what the kernel offers, probed independently of the sandbox -------------------------------
+@dataclass(frozen=True)
+class Kernel:
+    root: bool
+    can_drop: bool  # root holding CAP_SETUID, CAP_SETGID and CAP_DAC_OVERRIDE
+    landlock_abi: int  # 0: none
+    landlock_why: str  # why there is none
+    userns: bool  # unshare(NEWUSER|NEWNET|NEWPID) as an unprivileged user (nobody, as root)
+    root_ns: bool  # as root: unshare(NEWNET|NEWPID)
+    ns_why: str
+    subreaper: bool  # prctl(PR_SET_CHILD_SUBREAPER)
+    sandbox_exec: bool  # macOS
+
+    @property
+    def namespaces(self) -> bool:
+        """Network and pid namespaces, one way or the other."""
+        return self.userns or self.root_ns
+
+
+def _libc() -> ctypes.CDLL:
+    lib = ctypes.CDLL(None, use_errno=True)
+    lib.syscall.restype = ctypes.c_long
+    return lib
+
+
+def _errno_name(code: int) -> str:
+    return errno.errorcode.get(code, str(code))
+
+
+def _in_child(fn) -> int:
+    """Run ``fn() -> errno`` in a forked child (what it changes dies with it); 0 = success."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(min(int(fn()), 255))
+        except BaseException:
+            os._exit(255)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def _unshare(flags: int, as_nobody: bool) -> int:
+    lib = _libc()
+    if as_nobody:
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("nobody")
+            uid, gid = pw.pw_uid, pw.pw_gid
+        except KeyError:
+            uid = gid = 65534
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    return 0 if lib.unshare(ctypes.c_int(flags)) == 0 else ctypes.get_errno()
+
+
+def _caps() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(x for x in f if x.startswith("CapEff:")).split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def _landlock() -> tuple[int, str]:
+    """landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION): the ABI or why not."""
+    lib = _libc()
+    abi = lib.syscall(ctypes.c_long(444), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    if abi >= 1:
+        return int(abi), ""
+    return 0, f"landlock_create_ruleset failed: {_errno_name(ctypes.get_errno())}"
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel() -> Kernel:
+    root = os.geteuid() == 0
+    if not LINUX:
+        return Kernel(root, False, 0, f"no Landlock on {sys.platform}", False, False,
+                      f"no namespaces on {sys.platform}", False,
+                      os.path.exists("/usr/bin/sandbox-exec"))
+    abi, ll_why = _landlock()
+    user_err = _in_child(lambda: _unshare(NEWUSER | NEWNET | NEWPID, as_nobody=root))
+    root_err = _in_child(lambda: _unshare(NEWNET | NEWPID, as_nobody=False)) if root else -1
+    why = f"unshare(CLONE_NEWUSER|CLONE_NEWNET|CLONE_NEWPID) failed: {_errno_name(user_err)}"
+    if root:
+        why += f"; as root unshare(CLONE_NEWNET|CLONE_NEWPID) failed: {_errno_name(root_err)}"
+    reaper = _in_child(lambda: 0 if _libc().prctl(ctypes.c_int(36), ctypes.c_ulong(1),
+                                                  ctypes.c_ulong(0), ctypes.c_ulong(0),
+                                                  ctypes.c_ulong(0)) == 0
+                       else ctypes.get_errno()) == 0
+    caps = _caps()
+    can_drop = root and all(caps >> c & 1 for c in (1, 6, 7))
+    return Kernel(root, can_drop, abi, ll_why, user_err == 0, root_err == 0, why, reaper, False)
+
+
+def _confines_writes() -> str:
+    """Why writes cannot be confined here ("" when they can)."""
+    k = _kernel()
+    if k.landlock_abi or k.sandbox_exec:
+        return ""
+    return "the kernel offers no Landlock (" + k.landlock_why + ")"
+
+
+def _blocks_tcp() -> str:
+    """Why TCP cannot be blocked here ("" when it can)."""
+    k = _kernel()
+    if k.namespaces or k.landlock_abi >= 4 or k.sandbox_exec:
+        return ""
+    return (f"the kernel offers no network namespace ({k.ns_why}) and no Landlock ABI >= 4 "
+            f"(ABI {k.landlock_abi}: {k.landlock_why or 'no TCP rules before ABI 4'})")
+
+
+def _contains_processes() -> str:
+    """Why a sample's escaped processes cannot be contained here ("" when they can)."""
+    k = _kernel()
+    if k.namespaces or k.subreaper:
+        return ""
+    return (f"the kernel offers no pid namespace ({k.ns_why}) and no "
+            "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
 def _sandbox_dirs() -> set[str]:
@@ -156,6 +289,32 @@ def test_call_leetcode_solution_and_plain_function():
     assert (missing.status, missing.error) == ("error", "NameError")
 
 
+def test_samples_get_postponed_annotations():
+    """As the sandbox always compiled them: annotation-only names are not evaluated, so
+    LeetCode signatures need no ``typing`` import (and no NameError)."""
+    import __future__
+
+    from ssd_local.app.evaluation.sandbox import judge
+
+    assert judge.FUTURE_ANNOTATIONS == __future__.annotations.compiler_flag
+    code = ("def f(x: Undefined) -> 'List[int]':\n    return x\n\n"
+            "assert f(1) == 1\nassert f.__annotations__['x'] == 'Undefined'\n")
+    assert sb.run(Job("script", code)).passed
+
+
+def test_answers_compare_as_judges_do():
+    """The child's comparisons, called here directly (they are plain stdlib modules)."""
+    from ssd_local.app.evaluation.sandbox import answers
+
+    assert answers.same_text("1 2  \n\n", "1 2")
+    assert answers.same_text("0.33333333", "0.333333334")
+    assert not answers.same_text("0.334", "0.333")
+    assert answers.same_return((1, [2.0000000001]), [1, [2]])
+    assert answers.same_return({1: True}, {"1": True})
+    assert not answers.same_return([1, 2], [1, 2, 3])
+    assert not answers.same_return(object(), None)
+
+
 def test_call_leaving_early_is_not_passing():
     code = "class Solution:\n    def f(self, x):\n        import sys\n        sys.exit(0)\n"
     out = sb.run(Job("call", code, ({"input": "1", "output": "1"},), "f"))
@@ -167,6 +326,72 @@ def test_protections_describe_every_area():
     prot = sb.protections()
     assert set(prot) == {"process", "filesystem", "network", "processes", "user"}
     assert all(isinstance(v, str) and v for v in prot.values())
+
+
+def test_protections_agree_with_the_kernel():
+    k, prot = _kernel(), sb.protections()
+    if k.landlock_abi >= 1:
+        assert prot["filesystem"].startswith("landlock: writes only"), prot
+        assert "reads only" in prot["filesystem"], prot
+    elif k.sandbox_exec:
+        assert prot["filesystem"].startswith("sandbox-exec"), prot
+    else:
+        assert prot["filesystem"].startswith("NOT confined"), prot
+    if k.namespaces:
+        assert prot["network"] == "none: own network namespace", (prot, k)
+    elif k.landlock_abi >= 4:
+        assert prot["network"].startswith("landlock: TCP"), prot
+    elif LINUX:
+        assert prot["network"].startswith("NOT blocked"), prot
+    if k.namespaces:
+        assert prot["processes"].startswith("own pid namespace"), (prot, k)
+    elif k.subreaper:
+        assert prot["processes"].startswith("no pid namespace: the runner kills"), prot
+    assert ("cannot signal outside processes" in prot["processes"]) == (k.landlock_abi >= 6)
+    if k.can_drop:
+        assert prot["user"].startswith("runs as nobody"), prot
+    elif not k.root:
+        assert prot["user"].startswith("runs as the current user"), prot
+        if k.userns:
+            assert prot["user"].endswith("in its own user namespace"), prot
+
+
+def test_root_is_dropped_to_nobody():
+    if not _kernel().root:
+        pytest.skip("not running as root: there is nothing to drop")
+    if not _kernel().can_drop:
+        pytest.skip("root here lacks CAP_SETUID, CAP_SETGID or CAP_DAC_OVERRIDE")
+    # nobody's uid, or the overflow uid where it runs in a user namespace without a map
+    code = ("import os\n"
+            "assert 0 not in (os.getuid(), os.geteuid(), os.getgid(), os.getegid())\n"
+            "assert os.getgroups() == []\n")
+    out = sb.run(Job("script", code))
+    assert out.passed, out
+
+
+def test_the_child_modules_are_stdlib_only_and_compiled_once():
+    """The child runs ``python -I -S``: its modules may import the standard library and
+    each other, never ``ssd_local`` (nor anything installed)."""
+    from ssd_local.app.evaluation.sandbox import host
+
+    here = Path(host.__file__).resolve().parent
+    for name in host.CHILD_MODULES:
+        tree = ast.parse((here / f"{name}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1, (name, node.module)
+                targets = [node.module] if node.module else [a.name for a in node.names]
+                assert set(targets) <= set(host.CHILD_MODULES), (name, targets)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) \
+                    else [node.module or ""]
+                for m in mods:
+                    assert m.split(".")[0] in sys.stdlib_module_names, (name, m)
+    blob = host.runner_code()
+    assert blob is host.runner_code()
+    mods = marshal.loads(blob[10:10 + int(blob[:10])])
+    assert [n for n, _ in mods] == list(host.CHILD_MODULES)
+    assert [c.co_filename for _, c in mods] == [str(here / f"{n}.py") for n, _ in mods]
 
 
 def test_writes_stay_inside_the_temp_dir(tmp_path):
@@ -187,9 +412,8 @@ def test_writes_stay_inside_the_temp_dir(tmp_path):
     try:
         out = sb.run(Job("script", code))
         assert out.passed, out
-        if "NOT" in sb.protections()["filesystem"] and os.geteuid() != 0:
-            pytest.skip("writes are not confined on this machine: "
-                        + sb.protections()["filesystem"])
+        if _confines_writes() and os.geteuid() != 0:
+            pytest.skip("writes cannot be confined here: " + _confines_writes())
         assert not outside.exists()
         assert not in_home.exists()
     finally:
@@ -197,9 +421,10 @@ def test_writes_stay_inside_the_temp_dir(tmp_path):
         in_home.unlink(missing_ok=True)
 
 
-def test_reads_are_confined_when_landlock_says_so(tmp_path):
-    if "reads only" not in sb.protections()["filesystem"]:
-        pytest.skip("reads are not confined here: " + sb.protections()["filesystem"])
+def test_reads_are_confined_where_the_kernel_has_landlock(tmp_path):
+    if not _kernel().landlock_abi:
+        pytest.skip("reads cannot be confined: the kernel offers no Landlock ("
+                    + _kernel().landlock_why + ")")
     tmp_path.chmod(0o755)
     secret = tmp_path / "secret.txt"
     secret.write_text("s3cret")
@@ -233,10 +458,10 @@ def test_children_that_leave_the_session_die_with_the_sample():
             "time.sleep(0.5)\n")
     out = sb.run(Job("script", code), Limits(timeout_s=5))
     assert out.passed, out
-    if "NOT" in sb.protections()["processes"]:
+    if _contains_processes():
         for p in _with_marker(marker):
             p.kill()
-        pytest.skip("no pid namespace or subreaper here: " + sb.protections()["processes"])
+        pytest.skip(_contains_processes())
     assert _wait_gone(marker) == []
 
 
@@ -266,8 +491,8 @@ def test_fork_bomb_is_contained():
 
 
 def test_network_is_blocked():
-    if "NOT" in sb.protections()["network"]:
-        pytest.skip("the network is not blocked here: " + sb.protections()["network"])
+    if _blocks_tcp():
+        pytest.skip("the network cannot be blocked here: " + _blocks_tcp())
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
@@ -279,6 +504,31 @@ def test_network_is_blocked():
         assert out.error in ("PermissionError", "OSError", "ConnectionRefusedError", "TimeoutError")
         with pytest.raises(BlockingIOError):
             server.accept()
+
+
+def test_udp_is_blocked_by_the_network_namespace():
+    """Landlock covers TCP only: UDP is blocked by the network namespace alone."""
+    if not _kernel().namespaces:
+        pytest.skip("UDP cannot be blocked here: the kernel offers no network namespace ("
+                    + _kernel().ns_why + ")")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        code = ("import socket\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"s.sendto(b'x', ('127.0.0.1', {port}))\n")
+        out = sb.run(Job("script", code))
+        assert (out.passed, out.status) == (False, "error"), out
+        assert out.error == "OSError", out  # the namespace's loopback is down
+        with pytest.raises(BlockingIOError):
+            server.recv(16)
+
+
+def test_the_sample_is_pid_1_of_its_own_pid_namespace():
+    if not _kernel().namespaces:
+        pytest.skip("no pid namespace: the kernel offers none (" + _kernel().ns_why + ")")
+    assert sb.run(Job("script", "import os\nassert os.getpid() == 1, os.getpid()\n")).passed
 
 
 def test_huge_output_is_capped_and_truncated():
@@ -317,8 +567,10 @@ def test_run_many_runs_jobs_at_the_same_time():
     finish: each shows "ready", waits for the other's "ready", shows "saw", then waits for
     the other's "saw" (or for the other to have finished). One at a time, the first job
     would wait for the second until it timed out."""
-    if "pid namespace" not in sb.protections()["processes"]:
-        pytest.skip("needs the host's /proc visible from the sandbox")
+    if not os.path.isdir("/proc"):
+        pytest.skip("needs the host's /proc visible from the sandbox: this system has none")
+    if _contains_processes():
+        pytest.skip(_contains_processes())  # the marked processes would outlive the jobs
     tag = f"ssd-sbx-test-{uuid.uuid4().hex}"
 
     def job(me: str, other: str) -> Job:

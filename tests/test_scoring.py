@@ -8,7 +8,7 @@ from itertools import combinations
 
 import pytest
 
-from ssd_local.app.errors import UserError
+from ssd_local.errors import UserError
 from ssd_local.app.evaluation import scoring
 from ssd_local.app.evaluation.contamination import find_overlaps
 from ssd_local.app.evaluation.problems import (Problem, load_completions_file,

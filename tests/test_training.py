@@ -11,8 +11,9 @@ import time
 import pytest
 
 from conftest import ROOT, copy_run, run_cli, step_losses
-from ssd_local.app.config import SampleConfig, TrainConfig
-from ssd_local.app.trainset import IGNORE, build_examples, plan_epoch
+from ssd_local.config import SampleConfig, TrainConfig
+from ssd_local.app.trainset import IGNORE, build_examples
+from ssd_local.backends.train_common import plan_epoch
 
 torch = pytest.importorskip("torch")
 
@@ -41,12 +42,12 @@ def test_loss_mask_token_by_token(tok):
                                      drop_looped=True)
     assert (rep.used, rep.dropped_degenerate, rep.dropped_looped, rep.without_end_token) == \
         (2, 1, 1, 1)
-    for s, ex in zip(samples[:2], train):
+    for s, ex in zip(samples[:2], train, strict=True):
         p = enc(s["prompt_text"])
         c = enc(s["completion"])
         end = [tok.eos_token_id] if s["finish_reason"] == "stop" else []
         assert ex.input_ids == p + c + end
-        for i, (x, y) in enumerate(zip(ex.input_ids, ex.labels)):
+        for i, (x, y) in enumerate(zip(ex.input_ids, ex.labels, strict=True)):
             if i < len(p):
                 assert y == IGNORE, i  # every prompt token is masked
             else:
@@ -146,7 +147,7 @@ def test_kill_dash_nine_resume_matches_an_uninterrupted_run(sampled_run):
     assert len(list((b / "checkpoints").glob("step-*"))) == 2  # --keep-checkpoints 2
     la, lb = step_losses(a), step_losses(b)
     assert [s for s, _ in lb] == list(range(1, 31))
-    for (sa, x), (sb, y) in zip(la, lb):
+    for (sa, x), (sb, y) in zip(la, lb, strict=True):
         assert sa == sb and x == pytest.approx(y, abs=1e-6), (sa, x, y)
 
 
@@ -192,7 +193,7 @@ def test_two_processes_match_one(sampled_run, flags):
     assert r.returncode == 0, r.stderr[-3000:]
     # Stated tolerance: 1e-4 relative. Gradients are summed in another order across two
     # processes, and AdamW's normalisation magnifies float noise in near-zero gradients.
-    for (s1, x), (s2, y) in zip(step_losses(one), step_losses(two)):
+    for (s1, x), (s2, y) in zip(step_losses(one), step_losses(two), strict=True):
         assert s1 == s2 and x == pytest.approx(y, rel=1e-4)
     assert len(step_losses(two)) == 4
 

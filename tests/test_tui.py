@@ -123,7 +123,7 @@ class HoldAtFirstTrainStep:
         self.sink, self.held, self.release = sink, threading.Event(), threading.Event()
 
     def __call__(self, event) -> None:
-        from ssd_local.app.events import Progress
+        from ssd_local.events import Progress
 
         self.sink(event)
         if isinstance(event, Progress) and event.stage == "train" and not self.held.is_set():
@@ -180,7 +180,7 @@ def test_ctrl_q_quits_from_another_screen(ssd_home):
 
 
 def test_form_fields_come_from_the_configs_and_validate_inline(ssd_home):
-    from ssd_local.app.config import ExportConfig, SampleConfig, TrainConfig
+    from ssd_local.config import ExportConfig, SampleConfig, TrainConfig
     from ssd_local.tui.forms import FieldRow
 
     async def go():
@@ -387,7 +387,7 @@ def test_evaluation_view_shows_the_sweep_and_summaries(ssd_home):
 
 
 def test_progress_floods_collapse_but_losses_and_samples_stay():
-    from ssd_local.app import events as ev
+    from ssd_local import events as ev
     from ssd_local.tui.jobs import EventSink, JobView
 
     notices = []
@@ -424,7 +424,7 @@ def test_braille_chart_draws_series_and_marks():
 def test_quitting_during_a_run_asks_then_stops_it_at_a_safe_point(ssd_home):
     """The quit flow with a job that, like the core, stops only when its cancel event is
     set; answering Quit cancels it and the app exits once it has stopped."""
-    from ssd_local.app.errors import Cancelled
+    from ssd_local.errors import Cancelled
     from ssd_local.tui.jobs import Job
 
     def call(on_event, cancel):

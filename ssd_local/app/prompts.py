@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import UserError
-from .events import Log, OnEvent, ignore
+from ..errors import UserError
+from ..events import Log, OnEvent, ignore
 
 RSTAR_REPO = "microsoft/rStar-Coder"
 RSTAR_SUBSET = "seed_sft"
@@ -139,7 +139,8 @@ def dedupe_rstar(rows: Iterable[dict[str, Any]]) -> list[Prompt]:
 
 
 def load_rstar(local_dir: Path | None = None, on_event: OnEvent = ignore) -> list[Prompt]:
-    from .runs import atomic_write_bytes, home
+    from ..config.paths import home
+    from .runs import atomic_write_bytes
 
     columns = ["question_id", "question", "starter_code", "is_passed"]
     if local_dir is not None:
@@ -184,7 +185,12 @@ def _read_parquet_rows(files: list[str], columns: list[str], fs: Any) -> Iterabl
 
 
 # -- chat messages ---------------------------------------------------------------------------
-def messages(prompt: Prompt, system_prompt: str | None) -> list[dict[str, str]]:
-    """The single-turn chat of the paper: optional system message, then the problem."""
+def chat(user_text: str, system_prompt: str | None) -> list[dict[str, str]]:
+    """The single-turn chat of the paper: optional system message, then the problem. The
+    one place a chat is built (sampling, training's template check, evaluation)."""
     msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return msgs + [{"role": "user", "content": prompt.text}]
+    return msgs + [{"role": "user", "content": user_text}]
+
+
+def messages(prompt: Prompt, system_prompt: str | None) -> list[dict[str, str]]:
+    return chat(prompt.text, system_prompt)

@@ -21,27 +21,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import UserError
+from ..config import STAGES
+from ..config.paths import home
+from ..errors import UserError
 
-STAGES = ("sample", "train", "fuse", "export")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _TRACKED_PACKAGES = ("ssd-local", "llama-cpp-python", "torch", "transformers", "peft",
                      "accelerate", "mlx", "mlx-lm", "huggingface-hub", "gguf")
-
-
-def user_dir(env_var: str, kind: str) -> Path:
-    """``$env_var`` if set, else the platform's user ``kind`` folder ("data", "cache")."""
-    env = os.environ.get(env_var)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(getattr(platformdirs, f"user_{kind}_dir")("ssd-local", appauthor=False))
-
-
-def home() -> Path:
-    """``$SSD_LOCAL_HOME``, else the platform's user data folder."""
-    return user_dir("SSD_LOCAL_HOME", "data")
 
 
 def runs_root() -> Path:

@@ -1,34 +1,32 @@
-"""Serve a run's GGUF (or any GGUF) through llama.cpp: an OpenAI-compatible API
-(``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``, SSE streaming) from
-llama-cpp-python's server, with the run's name as the model id.
+"""Serve a run's GGUF (or any GGUF) as an OpenAI-compatible API (``/v1/models``,
+``/v1/chat/completions``, ``/v1/completions``, SSE streaming), with the run's name as the
+model id. The CLI and the TUI both go through :class:`ServerHandle`: ``start()`` (returns
+once requests are answered), ``stop()``, ``running``; or ``run_forever()`` until Ctrl-C.
 
-A request that sets no sampling gets the run's recommended T_eval/top-k/top-p, with min-p
-and repetition penalty off (the paper decodes with temperature and truncation only).
+A request that sets no sampling gets the run's recommended decoding, with min-p and
+repetition penalty off (the paper decodes with temperature and truncation only).
 Binding to anything but loopback requires an API key."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import models
-from .config import PRESETS, Decoding, ServeConfig, detect_preset
-from .errors import UserError
+from ..config import ServeConfig, field_defaults
+from ..errors import UserError
+from . import decoding, models
 from .runs import Run, runs_root
-
-SAMPLING_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
 @dataclass(frozen=True)
 class ServePlan:
     path: Path
     model_id: str
-    decoding: Decoding
+    decoding: decoding.Chosen
     source: str  # "run" | "model"
     others: dict[str, Path] = field(default_factory=dict)  # the run's other GGUFs
 
@@ -47,26 +45,25 @@ def plan(target: str, quant: str | None = None) -> ServePlan:
             raise UserError(f"run '{run.name}' has no {quant} GGUF; it has: "
                             + ", ".join(sorted(ggufs)))
         q = quant or min(ggufs, key=lambda k: ggufs[k].stat().st_size)
-        d = run.manifest.get("recommended_decoding") or {}
-        preset = run.manifest.get("config", {}).get("sample", {}).get("preset") or "generic"
-        dec = Decoding(d["temperature"], d["top_k"], d["top_p"]) if d \
-            else PRESETS[preset].eval
-        return ServePlan(ggufs[q], run.name, dec, "run", ggufs)
+        return ServePlan(ggufs[q], run.name, decoding.tuned(run), "run", ggufs)
     m = models.resolve(target)
     if m.kind != "gguf":
         raise UserError(f"'{target}' is not a GGUF model or a run with GGUFs; serve a .gguf "
                         "file, smollm2-135m, or a distilled run")
-    return ServePlan(m.path, m.name, PRESETS[detect_preset(m.name)].base, "model")
+    return ServePlan(m.path, m.name, decoding.base(m), "model")
+
+
+LOOPBACK: str = field_defaults(ServeConfig)["host"]
 
 
 def check_bind(cfg: ServeConfig) -> None:
     try:
         loopback = ipaddress.ip_address(socket.gethostbyname(cfg.host)).is_loopback
     except (OSError, ValueError):
-        raise UserError(f"cannot resolve --host {cfg.host}; use 127.0.0.1") from None
+        raise UserError(f"cannot resolve --host {cfg.host}; use {LOOPBACK}") from None
     if not loopback and not cfg.api_key:
         raise UserError(f"binding to {cfg.host} exposes the model beyond this machine; add "
-                        "--api-key KEY (clients send it as a Bearer token) or use 127.0.0.1")
+                        f"--api-key KEY (clients send it as a Bearer token) or use {LOOPBACK}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((cfg.host, cfg.port))
@@ -76,10 +73,9 @@ def check_bind(cfg: ServeConfig) -> None:
 
 
 def client_snippets(p: ServePlan, cfg: ServeConfig) -> dict[str, str]:
-    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
-    base = f"http://{host}:{cfg.port}/v1"
+    base = cfg.base_url
     key = cfg.api_key or "none"
-    d = p.decoding
+    d = p.decoding.decoding
     python = (f'from openai import OpenAI\n'
               f'client = OpenAI(base_url="{base}", api_key="{key}")\n'
               f'r = client.chat.completions.create(model="{p.model_id}", messages=[\n'
@@ -96,74 +92,51 @@ def client_snippets(p: ServePlan, cfg: ServeConfig) -> dict[str, str]:
             "agents (environment)": env}
 
 
-class DecodingDefaults:
-    """ASGI middleware: fills sampling fields a request leaves out with the run's
-    recommended decoding (and switches min-p / repetition penalty off)."""
+class ServerHandle:
+    """One endpoint for ``target`` (a run or a GGUF): plan, bind check, the engine."""
 
-    def __init__(self, app: Any, defaults: dict[str, float]):
-        self.app = app
-        self.defaults = defaults
+    def __init__(self, target: str, cfg: ServeConfig):
+        self.target, self.cfg = target, cfg
+        self.plan = plan(target, cfg.quant)
+        self.snippets = client_snippets(self.plan, cfg)
+        self._engine: Any = None
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope.get("type") != "http" or scope.get("method") != "POST" \
-                or scope.get("path") not in SAMPLING_PATHS:
-            await self.app(scope, receive, send)
-            return
-        body, more = b"", True
-        while more:
-            msg = await receive()
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
-        try:
-            data = json.loads(body)
-            if isinstance(data, dict):
-                for k, v in self.defaults.items():
-                    if data.get(k) is None:
-                        data[k] = v
-                body = json.dumps(data).encode()
-        except ValueError:
-            pass  # the server answers malformed JSON itself
-        replayed = False
+    @property
+    def model_id(self) -> str:
+        return self.plan.model_id
 
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+    @property
+    def base_url(self) -> str:
+        return self.snippets["base_url"]
 
-        headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await self.app(dict(scope, headers=headers), replay, send)
+    def _server(self) -> Any:
+        from ..backends.llamacpp_server import LlamaCppPyServer
 
+        check_bind(self.cfg)
+        c = self.cfg
+        return LlamaCppPyServer(str(self.plan.path), self.plan.model_id, host=c.host,
+                                port=c.port, api_key=c.api_key, n_ctx=c.n_ctx,
+                                threads=c.threads, defaults=self.plan.decoding.decoding.as_dict())
 
-def build_app(p: ServePlan, cfg: ServeConfig) -> Any:
-    from llama_cpp.server.app import create_app
-    from llama_cpp.server.settings import ModelSettings, ServerSettings
+    def start(self) -> str:
+        """Load the model and listen; returns the base URL once requests are answered."""
+        self._engine = self._server()
+        self._engine.start()
+        return self.base_url
 
-    from ..backends.llamacpp import quiet_logs
+    def run_forever(self) -> None:
+        """Blocking: serve until Ctrl-C (a clean shutdown on SIGINT/SIGTERM)."""
+        self._engine = self._server()
+        self._engine.run_forever()
 
-    quiet_logs()
-    # Concurrent clients queue; llama-cpp-python's default lets a new request cut off
-    # the one streaming (an editor's completion would kill an agent's answer).
-    server = ServerSettings(host=cfg.host, port=cfg.port, api_key=cfg.api_key,
-                            interrupt_requests=False)
-    model = ModelSettings(model=str(p.path), model_alias=p.model_id, n_ctx=cfg.n_ctx,
-                          n_gpu_layers=-1, n_threads=cfg.threads or os.cpu_count() or 1,
-                          n_threads_batch=cfg.threads or os.cpu_count() or 1, verbose=False)
-    d = p.decoding
-    defaults = {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p,
-                "min_p": 0.0, "repeat_penalty": 1.0}
-    return DecodingDefaults(create_app(server_settings=server, model_settings=[model]),
-                            defaults)
+    def stop(self) -> None:
+        if self._engine is not None:
+            self._engine.stop()
+            self._engine = None
 
-
-def serve(p: ServePlan, cfg: ServeConfig) -> None:
-    """Blocking: serve until Ctrl-C (uvicorn shuts down cleanly on SIGINT/SIGTERM)."""
-    import uvicorn
-
-    check_bind(cfg)
-    uvicorn.run(build_app(p, cfg), host=cfg.host, port=cfg.port, log_level="warning")
+    @property
+    def running(self) -> bool:
+        return self._engine is not None and self._engine.running
 
 
 def servable() -> list[tuple[str, str, str]]:

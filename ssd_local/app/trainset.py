@@ -6,32 +6,19 @@ cross-entropy falls on response tokens only. A completion that ended on the end-
 token gets that token appended (and learned), so the tuned model stops where its samples
 stopped; one cut at the length limit is kept without it (the paper trains on raw outputs).
 
-Batches are planned here, as lists of example indices, independent of any framework:
-- ``pack``: examples concatenated into rows of up to ``max_seq_len`` tokens (first-fit by
-  decreasing length); the engine keeps attention inside each example with per-example
-  position ids;
-- ``group``: examples of similar length share a padded batch;
-- ``none``: padded batches in sample order.
+How examples are batched into optimizer steps is the trainers' shared plan
+(``backends.train_common.plan_epoch``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-IGNORE = -100
+from ..backends.base import IGNORE, Example
 
-
-@dataclass(frozen=True)
-class Example:
-    input_ids: list[int]
-    labels: list[int]
-
-    @property
-    def n_response(self) -> int:
-        return sum(1 for x in self.labels if x != IGNORE)
+__all__ = ["IGNORE", "Example", "DataReport", "build_example", "build_examples", "is_val"]
 
 
 @dataclass
@@ -93,44 +80,3 @@ def build_examples(samples: Sequence[dict[str, Any]], encode: Callable[[str], li
         train, val = val, []
     rep.train, rep.val = len(train), len(val)
     return train, val, rep
-
-
-def plan_epoch(lengths: Sequence[int], mode: str, batch_size: int, effective_batch: int,
-               max_seq_len: int, seed: int, epoch: int) -> list[list[list[list[int]]]]:
-    """One epoch as optimizer steps -> micro-batches -> rows -> example indices.
-
-    Each step holds ``effective_batch`` examples (the last may hold fewer), drawn in a
-    shuffled order fixed by (seed, epoch), so a step's data depends only on its number:
-    resuming at step N replays exactly what an uninterrupted run would have seen. A forward
-    pass never holds more than ``batch_size * max_seq_len`` tokens."""
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    steps = []
-    for s in range(0, len(order), effective_batch):
-        chunk = order[s:s + effective_batch]
-        if mode == "pack":
-            micro = [[row] for row in _pack(chunk, lengths, batch_size * max_seq_len)]
-        else:
-            if mode == "group":
-                chunk = sorted(chunk, key=lambda i: lengths[i])
-            micro = [[[i] for i in chunk[j:j + batch_size]]
-                     for j in range(0, len(chunk), batch_size)]
-        steps.append(micro)
-    return steps
-
-
-def _pack(chunk: list[int], lengths: Sequence[int], budget: int) -> list[list[int]]:
-    """First-fit decreasing: rows of at most ``budget`` tokens."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(chunk, key=lambda i: -lengths[i]):
-        for r, free in enumerate(room):
-            if lengths[i] <= free:
-                rows[r].append(i)
-                room[r] -= lengths[i]
-                break
-        else:
-            rows.append([i])
-            room.append(budget - lengths[i])
-    return rows

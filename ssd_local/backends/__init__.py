@@ -1,5 +1,7 @@
-"""Engines. Each module imports its heavy library inside functions, so importing this
-package is cheap and a machine without one stack never loads it.
+"""Engines: the only layer that imports an engine library (torch, transformers, peft,
+llama_cpp, mlx, the GGUF converter, the HTTP server). Each module imports its library
+inside functions, so importing this package is cheap and a machine without one stack never
+loads it. ``registry`` maps each backend name to its factory.
 
 Which engine runs when the user names none (``--backend`` always wins):
 
@@ -16,15 +18,19 @@ from __future__ import annotations
 import importlib.util
 import platform
 
-from ..app.errors import UserError
-
-EXTRAS = {"llamacpp": "llama", "torch": "torch", "mlx": "mlx"}
-MODULES = {"llamacpp": ["llama_cpp"], "torch": ["torch", "transformers"],
-           "mlx": ["mlx", "mlx_lm"]}
+from ..errors import UserError
+from .registry import samplers, trainers
 
 
 def is_available(name: str) -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in MODULES[name])
+    entry = samplers().get(name) or trainers().get(name)
+    return entry is not None and all(importlib.util.find_spec(m) is not None
+                                     for m in entry.modules)
+
+
+def extra_of(name: str) -> str:
+    entry = samplers().get(name) or trainers().get(name)
+    return entry.extra if entry else name
 
 
 def apple_silicon() -> bool:
@@ -43,13 +49,13 @@ def auto_training_backend(apple: bool, installed: set[str]) -> str:
 
 
 def installed_backends() -> set[str]:
-    return {name for name in MODULES if is_available(name)}
+    return {name for name in samplers() if is_available(name)}
 
 
 def _require(name: str) -> str:
     if not is_available(name):
         raise UserError(f"the {name} backend is not installed; run `pip install "
-                        f"'ssd-local[{EXTRAS[name]}]'` (or `make setup`)")
+                        f"'ssd-local[{extra_of(name)}]'` (or `make setup`)")
     return name
 
 

@@ -22,24 +22,15 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from ..app.errors import UserError
-from .base import GenerationRequest, GenerationResult, SamplingParams
+from ..errors import UserError
+from .base import (DEFAULT_BATCH, EngineStats, GenerationRequest, GenerationResult, Messages,
+                   SamplingParams, Tokenizer)
 
 # Sampling fields that switch off llama.cpp servers' extra samplers (vLLM's defaults are
 # already off; it ignores the llama.cpp names).
 NEUTRAL = {"min_p": 0.0, "repeat_penalty": 1.0}
-
-
-@dataclass
-class EndpointStats:
-    in_flight: int = 0
-    requests: int = 0
-    retries: int = 0
-    retry_reasons: dict[str, int] = field(default_factory=dict)
-    failed: list[str] = field(default_factory=list)  # "prompt_id#index: reason"
 
 
 class EndpointEngine:
@@ -48,20 +39,22 @@ class EndpointEngine:
     BACKOFF_S = 0.5  # first delay; doubles per retry (capped at 20 s), with jitter
 
     def __init__(self, base_url: str, *, api_key: str | None = None, model: str | None = None,
-                 chat: bool = False, renderer: Callable[[list[dict[str, str]]], str] | None = None,
+                 chat: bool = False, tokenizer: Tokenizer | None = None,
                  timeout_s: float = 600.0):
+        """``tokenizer``: the served model's own (our rendering); the engine closes it.
+        Without one only chat mode works (the server renders)."""
         import openai
 
-        if not chat and renderer is None:
-            raise ValueError("completions mode needs our chat template (a renderer)")
+        if not chat and tokenizer is None:
+            raise ValueError("completions mode needs our chat template (a tokenizer)")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key or "none"
         self.chat = chat
-        self.renderer = renderer
+        self.tokenizer = tokenizer
         self.timeout_s = timeout_s
         self.retries = self.RETRIES
         self.backoff_s = self.BACKOFF_S
-        self.stats = EndpointStats()
+        self._stats = EngineStats()
         self._messages: dict[str, list[dict[str, str]]] = {}
         client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=30.0,
                                max_retries=2)
@@ -87,10 +80,10 @@ class EndpointEngine:
         self.model = model or served[0]
 
     # -- the engine protocol -----------------------------------------------------------------
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def render(self, messages: Messages) -> str:
         """Our rendering (what the run stores and training rebuilds). In chat mode the
         messages travel as they are and the server renders them."""
-        text = self.renderer(messages) if self.renderer else json.dumps(messages)
+        text = self.tokenizer.render(messages) if self.tokenizer else json.dumps(messages)
         if self.chat:
             self._messages[text] = messages
         return text
@@ -98,8 +91,11 @@ class EndpointEngine:
     def context_length(self) -> int:
         return 0  # the server enforces its own
 
+    def stats(self) -> EngineStats:
+        return self._stats
+
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams, *,
-                 batch_size: int, cancel: threading.Event | None = None
+                 batch_size: int = DEFAULT_BATCH, cancel: threading.Event | None = None
                  ) -> Iterator[GenerationResult]:
         """``batch_size`` requests in flight; results as they finish. Failures are raised
         together at the end, after every other result has been yielded."""
@@ -126,15 +122,19 @@ class EndpointEngine:
         finally:
             stop.set()
             loop_thread.join(timeout=self.timeout_s)
-        if self.stats.failed:
-            shown = "; ".join(self.stats.failed[:5])
-            more = f" and {len(self.stats.failed) - 5} more" if len(self.stats.failed) > 5 else ""
-            raise UserError(f"{len(self.stats.failed)} request(s) to {self.base_url} failed "
+        failed = self._stats.failed
+        if failed:
+            shown = "; ".join(failed[:5])
+            more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+            raise UserError(f"{len(failed)} request(s) to {self.base_url} failed "
                             f"after {self.retries} retries: {shown}{more}; the other samples are "
                             "stored, rerun the same command to retry these")
 
     def close(self) -> None:
         self._messages.clear()
+        if self.tokenizer is not None:
+            self.tokenizer.close()
+            self.tokenizer = None
 
     # -- the asyncio side ----------------------------------------------------------------------
     async def _run_all(self, reqs: list[GenerationRequest], params: SamplingParams,
@@ -150,15 +150,17 @@ class EndpointEngine:
             async with sem:
                 if stopped():
                     return
-                self.stats.in_flight += 1
+                self._stats.in_flight += 1
+                self._stats.peak_in_flight = max(self._stats.peak_in_flight,
+                                                 self._stats.in_flight)
                 try:
                     out.put(await self._with_retries(client, req, params, stopped))
                 except _GaveUp as exc:
-                    self.stats.failed.append(f"{req.key[0]}#{req.key[1]}: {exc}")
+                    self._stats.failed.append(f"{req.key[0]}#{req.key[1]}: {exc}")
                 except BaseException as exc:  # a bug or a bad answer: surface it
                     out.put(exc)
                 finally:
-                    self.stats.in_flight -= 1
+                    self._stats.in_flight -= 1
 
         try:
             await asyncio.gather(*(one(r) for r in reqs))
@@ -173,7 +175,7 @@ class EndpointEngine:
         attempt = 0
         while True:
             try:
-                self.stats.requests += 1
+                self._stats.requests += 1
                 return await self._once(client, req, params)
             except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
                     openai.APITimeoutError) as exc:
@@ -185,8 +187,8 @@ class EndpointEngine:
             if attempt >= self.retries or stopped():
                 raise _GaveUp(reason)
             attempt += 1
-            self.stats.retries += 1
-            self.stats.retry_reasons[reason] = self.stats.retry_reasons.get(reason, 0) + 1
+            self._stats.retries += 1
+            self._stats.retry_reasons[reason] = self._stats.retry_reasons.get(reason, 0) + 1
             delay = min(self.backoff_s * 2 ** (attempt - 1), 20.0)
             await asyncio.sleep(delay * (0.5 + random.random()))
 
@@ -212,8 +214,7 @@ class EndpointEngine:
                                 "length" if finish == "length" else "stop")
 
     # -- chat-mode probe -----------------------------------------------------------------------
-    def probe_template(self, messages: list[dict[str, str]], count_tokens: Callable[[str], int]
-                       ) -> tuple[int, int] | None:
+    def probe_template(self, messages: Messages) -> tuple[int, int] | None:
         """(server's prompt tokens, ours) for one chat request; None when they agree."""
         import openai
 
@@ -225,7 +226,8 @@ class EndpointEngine:
         finally:
             client.close()
         theirs = r.usage.prompt_tokens if r.usage else None
-        ours = count_tokens(self.renderer(messages)) if self.renderer else None
+        ours = len(self.tokenizer.encode(self.tokenizer.render(messages))) \
+            if self.tokenizer else None
         if theirs is None or ours is None or theirs == ours:
             return None
         return theirs, ours

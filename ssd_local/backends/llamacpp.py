@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..app.errors import UserError
-from .base import GenerationRequest, GenerationResult, SamplingParams
+from ..errors import UserError
+from .base import (DEFAULT_BATCH, EngineStats, GenerationRequest, GenerationResult, Messages,
+                   SamplingParams)
 
 _LOG_LOCK = threading.Lock()
 _LOG_CALLBACK: Any = None  # keep the ctypes callback alive
@@ -86,6 +87,24 @@ def _common_prefix(a: list[int], b: list[int], cap: int) -> int:
         if a[i] != b[i]:
             return i
     return n
+
+
+class _Batch:
+    """One ``llama_batch`` being filled: ``put`` appends a token of a sequence."""
+
+    def __init__(self, lc: Any, size: int):
+        self.batch = lc.llama_batch_init(size, 0, 1)
+        self.size = size
+        self.n = 0
+
+    def put(self, tok: int, pos: int, sid: int, logits: bool) -> None:
+        b, n = self.batch, self.n
+        b.token[n] = tok
+        b.pos[n] = pos
+        b.n_seq_id[n] = 1
+        b.seq_id[n][0] = sid
+        b.logits[n] = logits
+        self.n = n + 1
 
 
 @dataclass
@@ -158,7 +177,18 @@ class LlamaCppEngine:
             n = lc.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, True)
         return list(buf[:n])
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    @property
+    def eos_id(self) -> int | None:
+        eos = int(self._lc.llama_vocab_eos(self.vocab))
+        return eos if eos >= 0 else None
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenize(text)
+
+    def stats(self) -> EngineStats | None:
+        return None
+
+    def render(self, messages: Messages) -> str:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         template = self.meta("tokenizer.chat_template")
@@ -196,7 +226,7 @@ class LlamaCppEngine:
         return ctx
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams, *,
-                 batch_size: int = 8, cancel: threading.Event | None = None
+                 batch_size: int = DEFAULT_BATCH, cancel: threading.Event | None = None
                  ) -> Iterator[GenerationResult]:
         if not requests:
             return
@@ -211,78 +241,82 @@ class LlamaCppEngine:
         n_slots = max(1, min(batch_size, len(requests)))
         n_batch = max(512, longest + n_slots)
         ctx = self._context(n_slots, n_slots * per_seq, n_batch)
-        mem = lc.llama_get_memory(ctx)
-        batch = lc.llama_batch_init(n_batch, 0, 1)
+        b = _Batch(lc, n_batch)
         pending = deque(range(len(requests)))
         live: dict[int, _Seq] = {}
         free = list(range(n_slots))
-
-        def put(n: int, tok: int, pos: int, sid: int, logits: bool) -> None:
-            batch.token[n] = tok
-            batch.pos[n] = pos
-            batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = sid
-            batch.logits[n] = logits
-
         try:
             while pending or live:
                 if cancel is not None and cancel.is_set():
                     return
-                n = 0
+                b.n = 0
                 for sid, s in live.items():
-                    put(n, s.last, s.pos, sid, True)
-                    s.logit_idx, s.pos, n = n, s.pos + 1, n + 1
-                computed = [(s.index, sid) for sid, s in live.items()]
-                while pending and free and (n == 0 or n + len(tokens[pending[0]]) <= n_batch):
-                    i, sid = pending.popleft(), free.pop()
-                    t = tokens[i]
-                    # Reuse the KV cells of the longest prompt prefix a live sequence already
-                    # computed (the shared system message; the same prompt sampled N times).
-                    shared, src = 0, -1
-                    for other, osid in computed:
-                        k = _common_prefix(t, tokens[other], len(t) - 1)
-                        if k > shared:
-                            shared, src = k, osid
-                    if shared:
-                        lc.llama_memory_seq_cp(mem, src, sid, 0, shared)
-                    for j in range(shared, len(t)):
-                        put(n + j - shared, t[j], j, sid, j == len(t) - 1)
-                    n += len(t) - shared
-                    live[sid] = _Seq(i, make_sampler(params, requests[i].seed), len(t), n - 1,
-                                     min(per_seq, len(t) + params.max_new_tokens))
-                    if not computed:
-                        break  # first step: prefill one prompt, so the next can share it
-                batch.n_tokens = n
-                rc = lc.llama_decode(ctx, batch)
+                    b.put(s.last, s.pos, sid, True)
+                    s.logit_idx, s.pos = b.n - 1, s.pos + 1
+                self._admit(b, requests, tokens, params, per_seq, pending, free, live, ctx)
+                b.batch.n_tokens = b.n
+                rc = lc.llama_decode(ctx, b.batch)
                 if rc != 0:
                     raise RuntimeError(f"llama_decode failed with code {rc}")
-                for sid, s in list(live.items()):
-                    tok = lc.llama_sampler_sample(s.sampler, ctx, s.logit_idx)
-                    reason = None
-                    if lc.llama_vocab_is_eog(self.vocab, tok):
-                        reason = "stop"
-                    else:
-                        s.out.append(tok)
-                        s.last = tok
-                        if s.pos >= s.limit or len(s.out) >= params.max_new_tokens:
-                            reason = "length"
-                    if reason is None:
-                        continue
-                    del live[sid]
-                    free.append(sid)
-                    lc.llama_memory_seq_rm(mem, sid, -1, -1)
-                    lc.llama_sampler_free(s.sampler)
-                    s.sampler = None
-                    text = b"".join(self.piece(t) for t in s.out).decode(errors="replace")
-                    yield GenerationResult(requests[s.index].key, text, len(tokens[s.index]),
-                                           len(s.out), reason, tuple(s.out))
+                yield from self._finished(requests, tokens, params, live, free, ctx)
         finally:
             for s in live.values():
                 if s.sampler is not None:
                     lc.llama_sampler_free(s.sampler)
-            lc.llama_batch_free(batch)
+            lc.llama_batch_free(b.batch)
             if live:
-                lc.llama_memory_clear(mem, True)
+                lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+
+    def _admit(self, b: "_Batch", requests: Sequence[GenerationRequest],
+               tokens: list[list[int]], params: SamplingParams, per_seq: int, pending: deque,
+               free: list[int], live: dict[int, "_Seq"], ctx: Any) -> None:
+        """Prefill pending prompts into free slots while the batch has room. A prompt reuses
+        the KV cells of the longest prefix a live sequence already computed (the shared
+        system message; the same prompt sampled N times)."""
+        mem = self._lc.llama_get_memory(ctx)
+        computed = [(s.index, sid) for sid, s in live.items()]
+        while pending and free and (b.n == 0 or b.n + len(tokens[pending[0]]) <= b.size):
+            i, sid = pending.popleft(), free.pop()
+            t = tokens[i]
+            shared, src = 0, -1
+            for other, osid in computed:
+                k = _common_prefix(t, tokens[other], len(t) - 1)
+                if k > shared:
+                    shared, src = k, osid
+            if shared:
+                self._lc.llama_memory_seq_cp(mem, src, sid, 0, shared)
+            for j in range(shared, len(t)):
+                b.put(t[j], j, sid, j == len(t) - 1)
+            live[sid] = _Seq(i, make_sampler(params, requests[i].seed), len(t), b.n - 1,
+                             min(per_seq, len(t) + params.max_new_tokens))
+            if not computed:
+                break  # first step: prefill one prompt, so the next can share it
+
+    def _finished(self, requests: Sequence[GenerationRequest], tokens: list[list[int]],
+                  params: SamplingParams, live: dict[int, "_Seq"], free: list[int],
+                  ctx: Any) -> Iterator[GenerationResult]:
+        """Draw each live sequence's next token; yield and free the ones that ended."""
+        lc = self._lc
+        for sid, s in list(live.items()):
+            tok = lc.llama_sampler_sample(s.sampler, ctx, s.logit_idx)
+            reason = None
+            if lc.llama_vocab_is_eog(self.vocab, tok):
+                reason = "stop"
+            else:
+                s.out.append(tok)
+                s.last = tok
+                if s.pos >= s.limit or len(s.out) >= params.max_new_tokens:
+                    reason = "length"
+            if reason is None:
+                continue
+            del live[sid]
+            free.append(sid)
+            lc.llama_memory_seq_rm(lc.llama_get_memory(ctx), sid, -1, -1)
+            lc.llama_sampler_free(s.sampler)
+            s.sampler = None
+            text = b"".join(self.piece(t) for t in s.out).decode(errors="replace")
+            yield GenerationResult(requests[s.index].key, text, len(tokens[s.index]),
+                                   len(s.out), reason, tuple(s.out))
 
     # -- cleanup ---------------------------------------------------------------------------
     def _free_ctx(self) -> None:

@@ -11,11 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..app.errors import UserError
+from ..config import QUANT_TYPES
+from ..errors import UserError
 
-QUANTS = {"f16": "LLAMA_FTYPE_MOSTLY_F16", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
-          "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-          "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
+# llama.cpp's file type for each of our quant types: LLAMA_FTYPE_MOSTLY_<TYPE>
+QUANTS = {q: f"LLAMA_FTYPE_MOSTLY_{q.upper()}" for q in QUANT_TYPES}
 
 
 def quantize(src: Path, dst: Path, quant: str, log: Path) -> None:

@@ -21,8 +21,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from ..app.errors import UserError
-from .base import GenerationRequest, GenerationResult, SamplingParams, render_chat
+from ..errors import UserError
+from .base import (DEFAULT_BATCH, EngineStats, GenerationRequest, GenerationResult, Messages,
+                   SamplingParams, render_chat)
 
 
 def config_overrides(folder: Path) -> dict[str, Any]:
@@ -98,11 +99,14 @@ class MlxEngine:
         cfg = json.loads((self.folder / "config.json").read_text())
         return int(cfg.get("max_position_embeddings") or 32768)
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def stats(self) -> EngineStats | None:
+        return None
+
+    def render(self, messages: Messages) -> str:
         return render_chat(self.tokenizer, messages)
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams, *,
-                 batch_size: int = 8, cancel: threading.Event | None = None
+                 batch_size: int = DEFAULT_BATCH, cancel: threading.Event | None = None
                  ) -> Iterator[GenerationResult]:
         if not requests:
             return

@@ -12,7 +12,7 @@ accumulation); ssd-local supplies what must match the torch backend:
 - the loss: cross-entropy on response tokens only (same chat-template rebuild and masking
   as torch), normalised by the response tokens of the whole optimizer step;
 - AdamW with torch's bias correction, betas (0.9, 0.95), weight decay and gradient-norm
-  clipping at 1.0; the learning rate follows ``lr_at`` as a schedule of the optimizer step;
+  clipping at 1.0; the learning rate is ``lr_at`` of the step, set before each step;
 - progress: a ``TrainingCallback`` called after every optimizer step reports metrics,
   runs validation, writes checkpoints and honours Ctrl-C. mlx-lm's own progress display
   is switched off while it runs (ssd-local's UI owns the screen).
@@ -42,12 +42,13 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..app.config import MIN_LR_RATIO, TrainConfig
-from ..app.errors import Cancelled, UserError
-from ..app.trainset import IGNORE, Example
+from ..config import TrainConfig
+from ..errors import Cancelled, UserError
+from .base import IGNORE, Example, StepReport, TrainOutcome, World
+from .hf import HFTokenizer
 from .mlx import load
-from .train_common import (StepReport, latest_checkpoint, lr_at, state_of,
-                           planned_steps, total_steps, warmup_steps, write_checkpoint)
+from .train_common import (latest_checkpoint, lr_at, planned_steps, state_of, total_steps,
+                           write_checkpoint)
 
 PAD_TO = 32  # widths are padded to 1 + a multiple of this: fewer shapes to compile
 
@@ -121,19 +122,6 @@ class ClippedAdamW(optim.AdamW):
     def update(self, model: nn.Module, gradients: dict) -> None:
         gradients, _ = optim.clip_grad_norm(gradients, 1.0)
         super().update(model, gradients)
-
-
-def lr_schedule(total: int, cfg: TrainConfig) -> Callable[[mx.array], mx.array]:
-    """``lr_at`` as a function of the optimizer's step count (the steps already taken)."""
-    peak, warm = cfg.peak_lr, warmup_steps(total, cfg)
-
-    def schedule(step: mx.array) -> mx.array:
-        s = step.astype(mx.float32)
-        frac = (s - warm) / max(1, total - warm)
-        decay = peak * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + mx.cos(mx.pi * frac)))
-        return mx.where(s < warm, peak * (s + 1) / max(warm, 1), decay) if warm else decay
-
-    return schedule
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -241,11 +229,10 @@ def _quiet_trainer_ui() -> Iterator[None]:
 
 def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example],
           val_set: list[Example], *, on_step: Callable[[StepReport], None],
-          cancel: threading.Event | None = None) -> dict[str, Any]:
+          cancel: threading.Event | None = None) -> TrainOutcome:
     """Train and write ``out_dir/checkpoints/`` and ``out_dir/adapter`` (mlx-lm's adapter
-    format). Returns a summary, like the torch backend."""
+    format)."""
     from mlx_lm.tuner.callbacks import TrainingCallback
-    from mlx_lm.tuner.trainer import TrainingArgs, train as mlx_lm_train
 
     if cfg.batching == "pack":
         raise UserError("--batching pack needs per-example position ids, which mlx-lm models "
@@ -254,13 +241,14 @@ def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example
     tok = wrapper._tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     total, per_epoch = total_steps(len(train_set), cfg)
-    optimizer = ClippedAdamW(learning_rate=lr_schedule(total, cfg), betas=[0.9, 0.95],
+    optimizer = ClippedAdamW(learning_rate=lr_at(0, total, cfg), betas=[0.9, 0.95],
                              eps=1e-8, weight_decay=cfg.weight_decay, bias_correction=True)
     ckpt_root = out_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     start, last = 0, latest_checkpoint(ckpt_root)
     if last is not None:
         start = load_checkpoint(last, model, optimizer)
+    optimizer.learning_rate = lr_at(start, total, cfg)  # the next step's; then per step
     accum = -(-cfg.effective_batch // cfg.batch_size)
     tokens: dict[int, int] = {}
     report = {"loss": float("nan"), "val": None, "done": start, "tokens": 0,
@@ -285,6 +273,7 @@ def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example
                                peak_memory_mb(), report["val"] if val_now else None,
                                report["trained"] / max(report["train_s"], 1e-9)))
             mx.random.seed(step_seed(cfg.seed, done))  # the next step's dropout
+            optimizer.learning_rate = lr_at(done, total, cfg)  # and its learning rate
             stopping = cancel is not None and cancel.is_set()
             if done % cfg.save_every == 0 or done == total or stopping:
                 save_checkpoint(ckpt_root, done, model, optimizer, cfg.keep_checkpoints,
@@ -299,27 +288,35 @@ def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example
     scratch.mkdir(parents=True)
     if iters:
         mx.random.seed(step_seed(cfg.seed, start))
-        args = TrainingArgs(batch_size=cfg.batch_size, iters=iters, steps_per_report=accum,
-                            steps_per_eval=iters + 1, steps_per_save=iters + 1,
-                            max_seq_length=cfg.max_seq_len + PAD_TO,
-                            adapter_file=str(scratch / "adapters.safetensors"),
-                            grad_checkpoint=cfg.gradient_checkpointing,
-                            grad_accumulation_steps=accum)
         batches = step_batches(train_set, cfg, start, total, per_epoch, accum, pad_id, tokens)
         try:
-            with _quiet_trainer_ui():
-                mlx_lm_train(model=model, optimizer=optimizer, train_dataset=train_set,
-                             val_dataset=None, args=args, loss=response_loss,
-                             iterate_batches=lambda **_: batches,
-                             training_callback=Steps())
+            _run_mlx_lm(model, optimizer, cfg, train_set, batches, iters, accum, scratch,
+                        Steps())
         except _Stop:
             raise Cancelled(f"training stopped at step {report['done']} of {total}") from None
     elif last is not None:  # nothing left to run: the checkpoint's figures
         state = state_of(last)
         report["loss"], report["val"] = state.get("loss", report["loss"]), state.get("val_loss")
     export_adapter(model, acfg, scratch, out_dir / "adapter")
-    return {"steps": total, "train_loss": report["loss"], "val_loss": report["val"],
-            "tokens": report["tokens"]}
+    return TrainOutcome(total, report["loss"], report["val"], report["tokens"])
+
+
+def _run_mlx_lm(model: nn.Module, optimizer: optim.Optimizer, cfg: TrainConfig,
+                train_set: list[Example], batches: Iterator[tuple[mx.array, ...]], iters: int,
+                accum: int, scratch: Path, callback: Any) -> None:
+    """mlx-lm's own training loop over our batches, with its progress display off."""
+    from mlx_lm.tuner.trainer import TrainingArgs, train as mlx_lm_train
+
+    args = TrainingArgs(batch_size=cfg.batch_size, iters=iters, steps_per_report=accum,
+                        steps_per_eval=iters + 1, steps_per_save=iters + 1,
+                        max_seq_length=cfg.max_seq_len + PAD_TO,
+                        adapter_file=str(scratch / "adapters.safetensors"),
+                        grad_checkpoint=cfg.gradient_checkpointing,
+                        grad_accumulation_steps=accum)
+    with _quiet_trainer_ui():
+        mlx_lm_train(model=model, optimizer=optimizer, train_dataset=train_set,
+                     val_dataset=None, args=args, loss=response_loss,
+                     iterate_batches=lambda **_: batches, training_callback=callback)
 
 
 def export_adapter(model: nn.Module, acfg: dict[str, Any], tmp: Path, final: Path) -> None:
@@ -395,3 +392,24 @@ def fuse(base_folder: Path, out_dir: Path, generation: dict[str, Any]) -> Path:
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
+
+
+class MlxTrainer:
+    """The mlx backend as the core's ``Trainer`` (always one process)."""
+
+    name = "mlx"
+
+    def __init__(self) -> None:
+        self.world = World()
+
+    def tokenizer(self, folder: Path) -> HFTokenizer:
+        return HFTokenizer(folder)
+
+    def train(self, folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example],
+              val_set: list[Example], *, on_step: Callable[[StepReport], None],
+              cancel: threading.Event | None = None) -> TrainOutcome:
+        return train(folder, out_dir, cfg, train_set, val_set, on_step=on_step, cancel=cancel)
+
+    def fuse(self, base_folder: Path, out_dir: Path, generation: dict[str, Any], *,
+             full: bool) -> Path:
+        return fuse(base_folder, out_dir, generation)

@@ -9,8 +9,9 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..app.errors import UserError
-from .base import GenerationRequest, GenerationResult, SamplingParams, render_chat
+from ..errors import UserError
+from .base import (DEFAULT_BATCH, EngineStats, GenerationRequest, GenerationResult, Messages,
+                   SamplingParams, render_chat)
 
 
 def pick_device(requested: str | None = None) -> tuple[str, Any]:
@@ -77,7 +78,10 @@ class TorchEngine:
         cfg = self.model.config
         return int(getattr(cfg, "max_position_embeddings", 0) or 32768)
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def stats(self) -> EngineStats | None:
+        return None
+
+    def render(self, messages: Messages) -> str:
         return render_chat(self.tokenizer, messages)
 
     def _eos_ids(self) -> list[int]:
@@ -91,7 +95,7 @@ class TorchEngine:
         return sorted(ids)
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams, *,
-                 batch_size: int = 8, cancel: threading.Event | None = None
+                 batch_size: int = DEFAULT_BATCH, cancel: threading.Event | None = None
                  ) -> Iterator[GenerationResult]:
         from transformers import GenerationConfig, StoppingCriteriaList
 

@@ -24,7 +24,6 @@ import resource
 import shutil
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,27 +32,17 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..app.config import TrainConfig
-from ..app.errors import Cancelled
-from ..app.trainset import IGNORE, Example
-from .train_common import (StepReport, latest_checkpoint, lr_at,  # noqa: F401
-                           planned_steps, total_steps, write_checkpoint)
+from ..config import TrainConfig
+from ..errors import Cancelled
+from .base import IGNORE, Example, StepReport, TrainOutcome, World
+from .hf import HFTokenizer, quiet_transformers
+from .train_common import (latest_checkpoint, lr_at, planned_steps, state_of, total_steps,
+                           write_checkpoint)
 
 LOSS_CHUNK = 2048  # response positions per output-layer chunk
 
 
 # -- processes ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
 def init_world() -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
@@ -109,13 +98,6 @@ class ResponseLoss(nn.Module):
 def _chunk_loss(weight: torch.Tensor, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits = (h @ weight.t()).float()
     return nn.functional.cross_entropy(logits, y, reduction="sum")
-
-
-def quiet_transformers() -> None:
-    """Progress bars of transformers' own loading/saving stay off the user's screen."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 def load_model(folder: Path, cfg: TrainConfig, dtype: torch.dtype) -> tuple[nn.Module, Any]:
@@ -244,9 +226,9 @@ def load_checkpoint(path: Path, module: nn.Module, optim: Any) -> int:
 # -- the loop ----------------------------------------------------------------------------------
 def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example],
           val_set: list[Example], *, world: World, on_step: Callable[[StepReport], None],
-          cancel: threading.Event | None = None) -> dict[str, Any]:
+          cancel: threading.Event | None = None) -> TrainOutcome:
     """Train and write ``out_dir/checkpoints/`` and the final ``out_dir/adapter`` (LoRA) or
-    ``out_dir/trained`` (full). Returns a summary."""
+    ``out_dir/trained`` (full)."""
     device, dtype = device_for(world)
     model, tok = load_model(folder, cfg, dtype)
     module = wrap(model, cfg, world, device)
@@ -299,11 +281,10 @@ def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example
     if done < total:
         raise Cancelled(f"training stopped at step {done} of {total}")
     if start == total and last is not None:  # nothing left to run: the checkpoint's figures
-        state = json.loads((last / "state.json").read_text())
+        state = state_of(last)
         last_loss, last_val = state.get("loss", last_loss), state.get("val_loss")
     export_trained(module, model, tok, out_dir, cfg, world)
-    return {"steps": total, "train_loss": last_loss, "val_loss": last_val,
-            "tokens": tokens_seen}
+    return TrainOutcome(total, last_loss, last_val, tokens_seen)
 
 
 def _accumulate(module: nn.Module, batches: list[dict[str, Any]], n_resp: float, world: World,
@@ -394,3 +375,26 @@ def fuse(base_folder: Path, out_dir: Path, full: bool, generation: dict[str, Any
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
+
+
+class TorchTrainer:
+    """The torch backend as the core's ``Trainer``: one process, or one of several under
+    torchrun (the world is read from the launcher's environment)."""
+
+    name = "torch"
+
+    def __init__(self) -> None:
+        self.world = init_world()
+
+    def tokenizer(self, folder: Path) -> HFTokenizer:
+        return HFTokenizer(folder)
+
+    def train(self, folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example],
+              val_set: list[Example], *, on_step: Callable[[StepReport], None],
+              cancel: threading.Event | None = None) -> TrainOutcome:
+        return train(folder, out_dir, cfg, train_set, val_set, world=self.world,
+                     on_step=on_step, cancel=cancel)
+
+    def fuse(self, base_folder: Path, out_dir: Path, generation: dict[str, Any], *,
+             full: bool) -> Path:
+        return fuse(base_folder, out_dir, full, generation)

@@ -1,5 +1,12 @@
-"""What every training backend shares, without importing any framework: the step count,
-the learning-rate schedule, the per-step report and the checkpoint folder layout.
+"""What every training backend shares, without importing any framework: the batch plan,
+the step count, the learning-rate schedule and the checkpoint folder layout.
+
+Batches are planned as lists of example indices:
+- ``pack``: examples concatenated into rows of up to ``max_seq_len`` tokens (first-fit by
+  decreasing length); the engine keeps attention inside each example with per-example
+  position ids;
+- ``group``: examples of similar length share a padded batch;
+- ``none``: padded batches in sample order.
 
 Both backends write ``RUN/checkpoints/step-NNNNNNN/`` with a ``state.json`` that holds the
 step (and the backend that wrote it); a folder without ``state.json`` is an unfinished save.
@@ -11,26 +18,18 @@ import errno
 import json
 import math
 import os
+import random
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
-from ..app.config import MIN_LR_RATIO, TrainConfig
+from ..config import MIN_LR_RATIO, TrainConfig
+from ..errors import UserError
+from .base import StepReport
 
-
-@dataclass
-class StepReport:
-    step: int
-    total: int
-    loss: float
-    lr: float
-    tokens_per_s: float
-    peak_mem_mb: float
-    val_loss: float | None = None
-    # mlx only: response (trained) tokens per second of training compute, the figure
-    # mlx-lm itself reports; None on torch
-    trained_tokens_per_s: float | None = None
+__all__ = ["StepReport", "plan_epoch", "total_steps", "warmup_steps", "lr_at",
+           "latest_checkpoint", "checkpoint_backend", "prune_checkpoints", "state_of",
+           "write_checkpoint", "planned_steps"]
 
 
 def total_steps(n_train: int, cfg: TrainConfig) -> tuple[int, int]:
@@ -77,8 +76,6 @@ def write_checkpoint(ckpt_root: Path, step: int, keep: int, state: dict[str, Any
                      write: Callable[[Path], None]) -> Path:
     """``write`` fills ``.step-N.tmp``; then ``state.json`` and a rename make it
     ``step-N`` at once. A failed save (disk full) leaves the previous checkpoint as it was."""
-    from ..app.errors import UserError
-
     final = ckpt_root / f"step-{step:07d}"
     tmp = ckpt_root / f".step-{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -103,8 +100,6 @@ def planned_steps(lengths: list[int], cfg: TrainConfig, start: int, total: int,
                   per_epoch: int) -> Iterator[tuple[int, int, list]]:
     """``(step, epoch, micro-batches)`` for steps ``start..total-1``. Each epoch's plan is
     made once, when a step of it first comes, so a resume mid-epoch sees the same batches."""
-    from ..app.trainset import plan_epoch
-
     plan_of: tuple[int, Any] = (-1, None)  # (epoch, its plan)
     for step in range(start, total):
         epoch, k = divmod(step, per_epoch)
@@ -112,3 +107,44 @@ def planned_steps(lengths: list[int], cfg: TrainConfig, start: int, total: int,
             plan_of = (epoch, plan_epoch(lengths, cfg.batching, cfg.batch_size,
                                          cfg.effective_batch, cfg.max_seq_len, cfg.seed, epoch))
         yield step, epoch, plan_of[1][k % len(plan_of[1])]
+
+
+def plan_epoch(lengths: Sequence[int], mode: str, batch_size: int, effective_batch: int,
+               max_seq_len: int, seed: int, epoch: int) -> list[list[list[list[int]]]]:
+    """One epoch as optimizer steps -> micro-batches -> rows -> example indices.
+
+    Each step holds ``effective_batch`` examples (the last may hold fewer), drawn in a
+    shuffled order fixed by (seed, epoch), so a step's data depends only on its number:
+    resuming at step N replays exactly what an uninterrupted run would have seen. A forward
+    pass never holds more than ``batch_size * max_seq_len`` tokens."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    steps = []
+    for s in range(0, len(order), effective_batch):
+        chunk = order[s:s + effective_batch]
+        if mode == "pack":
+            micro = [[row] for row in _pack(chunk, lengths, batch_size * max_seq_len)]
+        else:
+            if mode == "group":
+                chunk = sorted(chunk, key=lambda i: lengths[i])
+            micro = [[[i] for i in chunk[j:j + batch_size]]
+                     for j in range(0, len(chunk), batch_size)]
+        steps.append(micro)
+    return steps
+
+
+def _pack(chunk: list[int], lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """First-fit decreasing: rows of at most ``budget`` tokens."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(chunk, key=lambda i: -lengths[i]):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(budget - lengths[i])
+    return rows

@@ -33,8 +33,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..errors import UserError
-from ..events import Log, OnEvent, ignore
+from ...errors import UserError
+from ...events import Log, OnEvent, ignore
 from .problems import Problem, humaneval_prompt, stdio_prompt
 
 BENCHMARKS = ("humaneval", "humaneval-plus", "mbpp-plus", "livecodebench")
@@ -45,13 +45,13 @@ CACHE_FORMAT = "v1"  # bump when the cached problem fields change
 _REPO_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def load_benchmark(name: str, *, limit: int | None = None, release: str = "v6",
+def load_benchmark(name: str, *, limit: int | None = None, release: str | None = None,
                    start_date: str | None = None, end_date: str | None = None,
                    source: str | None = None, on_event: OnEvent = ignore) -> list[Problem]:
     """``name`` is a benchmark, optionally ``NAME:DIR`` for a local copy. ``source`` is the
     same choice as a keyword: a local folder, or another hub repo id (a mirror). ``release``,
     ``start_date`` and ``end_date`` (ISO dates, inclusive) select LiveCodeBench problems;
-    ``limit`` keeps the first N after filtering."""
+    ``limit`` keeps the first N after filtering. No ``release``: the newest (cumulative)."""
     bench, _, local = name.partition(":")
     bench = bench.strip().lower()
     if bench not in BENCHMARKS:
@@ -83,6 +83,7 @@ def load_benchmark(name: str, *, limit: int | None = None, release: str = "v6",
         window = (_iso_date(start_date, "--start-date"), _iso_date(end_date, "--end-date"))
         if window[0] and window[1] and window[0] > window[1]:
             raise UserError(f"--start-date {start_date} is after --end-date {end_date}")
+        release = release or f"v{LCB_LATEST}"
         problems = load_livecodebench(lcb_files(release), window, local_dir, repo, limit,
                                       on_event)
         if not problems:

@@ -9,18 +9,17 @@ with a paired bootstrap interval over problems.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..events import Log, OnEvent, ignore
+from ...config import CompareConfig
+from ...errors import UserError
+from ...events import Log, OnEvent, ignore
+from .. import engines
 from ..runs import Run, atomic_write_bytes, atomic_write_json
 from . import scoring
-from .evaluate import EvalConfig, evaluate, guard_contamination, load_problems, open_engine, \
-    resolve_target
-
-DEFAULT_SWEEP = "0.2,0.4,0.6,0.8,1.0,1.2,1.4"
+from .evaluate import evaluate, guard_contamination, is_run, load_problems, resolve_target
 
 
 @dataclass
@@ -30,22 +29,27 @@ class Point:
     per_problem: dict[str, float]  # pass@1 per problem
 
 
-def parse_sweep(spec: str) -> list[float]:
-    try:
-        ts = sorted({round(float(x), 4) for x in spec.split(",") if x.strip()})
-    except ValueError:
-        raise UserError(f"--temperatures {spec!r} is not a list of numbers; use e.g. "
-                        f"{DEFAULT_SWEEP}") from None
-    if not ts or ts[0] < 0 or ts[-1] > 10:
-        raise UserError("--temperatures needs values in 0..10, e.g. " + DEFAULT_SWEEP)
-    return ts
+@dataclass(frozen=True)
+class CompareResult:
+    """What ``compare`` found; ``record()`` is the JSON written next to the plot."""
+
+    run: str
+    benchmark: str
+    problems: int
+    samples_per_problem: int
+    rows: list[dict[str, Any]]
+    base_best: dict[str, Any]
+    tuned_best: dict[str, Any]
+    difference: dict[str, Any]
+    verdict: str
+    plot: str
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def compare(run_name: str, cfg: EvalConfig, temperatures: list[float], *,
-            on_event: OnEvent = ignore, cancel: threading.Event | None = None
-            ) -> dict[str, Any]:
-    from .evaluate import is_run
-
+def compare(run_name: str, cfg: CompareConfig, *, on_event: OnEvent = ignore,
+            cancel: threading.Event | None = None) -> CompareResult:
     if not is_run(run_name):
         raise UserError(f"no run named '{run_name}'; see `ssd-local runs`")
     cfg.validate()
@@ -57,10 +61,11 @@ def compare(run_name: str, cfg: EvalConfig, temperatures: list[float], *,
         target = resolve_target(run_name, cfg, on_event, base=base)
         on_event(Log(f"{side}: {target.label}, top-k {target.decoding.top_k or 'off'}, "
                      f"top-p {target.decoding.top_p:g}"))
-        engine = open_engine(target, cfg, on_event)
+        engine = engines.open_for(target.model, cfg, chat=cfg.chat or target.model is None,
+                                  on_event=on_event)
         try:
             points = []
-            for t in temperatures:
+            for t in cfg.sweep():
                 c = replace(cfg, temperature=t, top_k=None, top_p=None)
                 r = evaluate(run_name, c, on_event=on_event, cancel=cancel, base=base,
                              engine=engine, problems=problems, overlaps=overlaps)
@@ -69,14 +74,15 @@ def compare(run_name: str, cfg: EvalConfig, temperatures: list[float], *,
         finally:
             engine.close()
         sides[side] = points
-    result = verdict(sides, cfg.ks(), cfg.seed)
-    result.update({"run": run.name, "benchmark": cfg.benchmark, "problems": len(problems),
-                   "samples_per_problem": cfg.samples()})
+    v = verdict(sides, cfg.ks(), cfg.seed)
     out = run.path / "evals"
     bench = (cfg.benchmark or "").split(":")[0]
-    result["plot"] = str(plot(sides, out / f"compare-{bench}.png",
-                              f"{run.name} on {bench} ({len(problems)} problems)"))
-    atomic_write_json(out / f"compare-{bench}.json", result)
+    png = plot(sides, out / f"compare-{bench}.png",
+               f"{run.name} on {bench} ({len(problems)} problems)")
+    result = CompareResult(run.name, cfg.benchmark, len(problems), cfg.samples(), v["rows"],
+                           v["base_best"], v["tuned_best"], v["difference"], v["verdict"],
+                           str(png))
+    atomic_write_json(out / f"compare-{bench}.json", result.record())
     return result
 
 
@@ -85,7 +91,7 @@ def best(points: list[Point]) -> Point:
     return max(points, key=lambda p: (p.summary.get("pass@1", 0.0), -p.temperature))
 
 
-def verdict(sides: dict[str, list[Point]], ks: list[int], seed: int = 0) -> dict[str, Any]:
+def verdict(sides: dict[str, list[Point]], ks: list[int], seed: int = scoring.SEED) -> dict[str, Any]:
     rows = []
     for b, t in zip(sides["base"], sides["tuned"]):
         row: dict[str, Any] = {"temperature": b.temperature}

@@ -14,102 +14,24 @@ import hashlib
 import json
 import os
 import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import models
-from ..config import PRESETS, SYSTEM_PROMPT, Decoding, detect_preset, opt
-from ..errors import Cancelled, UserError
-from ..events import Log, OnEvent, Progress, StageFinished, StageStarted, ignore
-from ..runs import Run, atomic_write_bytes, atomic_write_json, home, read_jsonl_repairing, \
-    runs_root
+from ...backends.base import GenerationResult, SamplingEngine, SamplingParams
+from ...config import QUANT_TYPES, SYSTEM_PROMPT, Decoding, EvalConfig, detect_preset, preset
+from ...config.paths import home
+from ...errors import Cancelled, UserError
+from ...events import Log, OnEvent, Progress, StageFinished, StageStarted, ignore
+from .. import decoding, engines, models
+from ..generation import Item, generate
+from ..prompts import chat
+from ..runs import Run, atomic_write_bytes, atomic_write_json, read_jsonl_repairing, runs_root
 from . import scoring
 from .problems import Problem
 
 STAGE = "eval"
 GRADE = "grade"
-PRECISION = ("f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")  # most precise first
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    benchmark: str = opt("humaneval", "humaneval, humaneval-plus, mbpp-plus or livecodebench "
-                                "(NAME:DIR reads a local copy of a hub dataset)",
-                                metavar="NAME")
-    release: str = opt("v6", "livecodebench release (v1..v6)", metavar="V")
-    start_date: str | None = opt(None, "livecodebench: only problems from this date "
-                                 "(YYYY-MM-DD)", metavar="DATE")
-    end_date: str | None = opt(None, "livecodebench: only problems up to this date",
-                               metavar="DATE")
-    limit: int | None = opt(None, "use only the first N problems", metavar="N")
-    n: int | None = opt(None, "samples per problem (default: the largest k)", metavar="N")
-    k: str = opt("1", "pass@k to report, comma-separated, e.g. 1,5", metavar="K")
-    temperature: float | None = opt(None, "decoding temperature (default: a run's T_eval; a "
-                                    "model's own recommended setting)", metavar="T")
-    top_k: int | None = opt(None, "top-k, 0 = off (default: as for --temperature)",
-                            metavar="K")
-    top_p: float | None = opt(None, "top-p, 1.0 = off (default: as for --temperature)",
-                              metavar="P")
-    max_new_tokens: int = opt(1024, "generation cap per answer", metavar="N")
-    seed: int = opt(0, "sampling seed; each (problem, sample) gets its own derived seed")
-    batch_size: int = opt(8, "sequences decoded together", metavar="N")
-    backend: str | None = opt(None, "engine: llamacpp, torch or mlx (default: automatic)",
-                              choices=("llamacpp", "torch", "mlx"))
-    quant: str | None = opt(None, "which of a run's GGUFs to evaluate (default: the most "
-                            "precise)", metavar="TYPE")
-    timeout: float = opt(10.0, "seconds a sample may run (all its tests)", metavar="S")
-    memory_mb: int = opt(4096, "memory limit per sample, MB", metavar="MB")
-    workers: int | None = opt(None, "samples run in parallel (default: all cores)",
-                              metavar="N")
-    allow_overlap: bool = opt(False, "evaluate even when the run trained on benchmark "
-                              "problems")
-    endpoint: str | None = opt(None, "generate through an OpenAI-compatible server at URL "
-                               "(e.g. http://127.0.0.1:8080/v1)", metavar="URL")
-    api_key: str | None = opt(None, "API key for --endpoint", metavar="KEY")
-    concurrency: int = opt(8, "requests in flight with --endpoint", metavar="N")
-    chat: bool = opt(False, "with --endpoint: send chat messages and let the server apply "
-                     "its template (the default with no model named)")
-
-    def ks(self) -> list[int]:
-        try:
-            ks = sorted(set(scoring.iter_ks(self.k)))
-        except ValueError:
-            raise UserError(f"--k {self.k!r} is not a list of numbers; use e.g. --k 1,5") \
-                from None
-        if not ks or ks[0] < 1:
-            raise UserError("--k needs positive numbers, e.g. --k 1,5")
-        return ks
-
-    def samples(self) -> int:
-        n = self.n if self.n is not None else max(self.ks())
-        if n < max(self.ks()):
-            raise UserError(f"pass@{max(self.ks())} needs --n {max(self.ks())} or more "
-                            f"samples per problem (got --n {n})")
-        return n
-
-    def validate(self) -> None:
-        self.samples()
-        for name in ("max_new_tokens", "batch_size", "memory_mb", "concurrency"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.timeout <= 0:
-            raise UserError("--timeout must be positive")
-        if self.limit is not None and self.limit < 1:
-            raise UserError("--limit must be at least 1")
-        if self.temperature is not None and not 0 <= self.temperature <= 10:
-            raise UserError(f"--temperature {self.temperature} is out of range; use 0..10")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise UserError(f"--top-p {self.top_p} is out of range; use (0, 1]")
-        if self.top_k is not None and self.top_k < 0:
-            raise UserError("--top-k must be 0 (off) or positive")
-
-    def limits(self) -> Any:
-        from .sandbox import Limits
-
-        return Limits(timeout_s=self.timeout, test_timeout_s=min(self.timeout, 6.0),
-                      memory_mb=self.memory_mb)
 
 
 # -- what is evaluated ------------------------------------------------------------------------
@@ -138,7 +60,7 @@ def run_model(run: Run, quant: str | None = None) -> models.ModelRef:
             raise UserError(f"run '{run.name}' has no {quant} GGUF; it has: "
                             + (", ".join(sorted(ggufs)) or "none"))
         return models.resolve(str(ggufs[quant]))
-    for q in PRECISION:
+    for q in QUANT_TYPES:  # most precise first
         if q in ggufs:
             return models.resolve(str(ggufs[q]))
     merged = run.path / "merged"
@@ -148,54 +70,27 @@ def run_model(run: Run, quant: str | None = None) -> models.ModelRef:
                     f"distill` (or `ssd-local train {run.name}`)")
 
 
-def run_preset(run: Run) -> str:
-    return run.manifest.get("config", {}).get("sample", {}).get("preset") or "generic"
-
-
-def model_decoding(model: models.ModelRef) -> Decoding:
-    """A base model's own recommended decoding: its generation_config.json where it says,
-    else the paper's base setting for its family."""
-    base = PRESETS[detect_preset(model.name)].base
-    if model.kind == "hf":
-        gc = model.path / "generation_config.json"
-        if gc.exists():
-            g = json.loads(gc.read_text())
-            if g.get("do_sample", True) and "temperature" in g:
-                return Decoding(float(g["temperature"]), int(g.get("top_k", 0) or 0),
-                                float(g.get("top_p", 1.0) or 1.0))
-    return base
-
-
 def resolve_target(ref: str, cfg: EvalConfig, on_event: OnEvent = ignore, *,
                    base: bool = False) -> Target:
     """``ref``: a run (its tuned model; with ``base``, the model it started from) or a model."""
     if is_run(ref):
         run = Run.load(ref)
-        preset = PRESETS.get(run_preset(run), PRESETS["generic"])
+        thinking = preset(decoding.run_preset(run)).thinking
         if base:
             model = models.resolve(run.manifest["model"]["ref"], on_event=on_event)
-            return Target(f"{model.name} (base of {run.name})", model, preset.base,
-                          preset.thinking, run, f"base:{model.identity}",
-                          run.path / "evals")
-        d = run.manifest.get("recommended_decoding")
-        dec = Decoding(d["temperature"], d["top_k"], d["top_p"]) if d else preset.eval
+            return Target(f"{model.name} (base of {run.name})", model,
+                          decoding.base_of(run).decoding, thinking, run,
+                          f"base:{model.identity}", run.path / "evals")
         model = run_model(run, cfg.quant)
-        return Target(f"{run.name} ({model.path.name})", model, dec, preset.thinking, run,
-                      f"run:{run.name}:{model.path.name}", run.path / "evals")
+        return Target(f"{run.name} ({model.path.name})", model, decoding.tuned(run).decoding,
+                      thinking, run, f"run:{run.name}:{model.path.name}", run.path / "evals")
     if cfg.endpoint and ref in ("", "-"):
-        return Target(cfg.endpoint, None, PRESETS["generic"].eval, False, None,
+        return Target(cfg.endpoint, None, preset(None).eval, False, None,
                       f"endpoint:{cfg.endpoint}", home() / "evals")
     model = models.resolve(ref, on_event=on_event)
-    preset = PRESETS[detect_preset(model.name)]
-    return Target(model.name, model, model_decoding(model), preset.thinking, None,
-                  model.identity, home() / "evals")
-
-
-def decoding_for(target: Target, cfg: EvalConfig) -> Decoding:
-    d = target.decoding
-    return Decoding(d.temperature if cfg.temperature is None else cfg.temperature,
-                    d.top_k if cfg.top_k is None else cfg.top_k,
-                    d.top_p if cfg.top_p is None else cfg.top_p)
+    return Target(model.name, model, decoding.base(model).decoding,
+                  preset(detect_preset(model.name)).thinking, None, model.identity,
+                  home() / "evals")
 
 
 # -- the evaluation ---------------------------------------------------------------------------
@@ -261,7 +156,7 @@ def folder_for(target: Target, cfg: EvalConfig, dec: Decoding) -> Path:
 
 def evaluate(ref: str, cfg: EvalConfig, *, on_event: OnEvent = ignore,
              cancel: threading.Event | None = None, base: bool = False,
-             engine: Any = None, problems: list[Problem] | None = None,
+             engine: SamplingEngine | None = None, problems: list[Problem] | None = None,
              overlaps: list[dict[str, Any]] | None = None) -> EvalResult:
     """Generate (resuming), grade, summarise. A sweep passes its ``engine``, ``problems``
     and the ``overlaps`` its one contamination check found, so none is redone per point."""
@@ -272,7 +167,7 @@ def evaluate(ref: str, cfg: EvalConfig, *, on_event: OnEvent = ignore,
         overlaps = guard_contamination(Run.load(ref) if is_run(ref) else None, problems,
                                        cfg.allow_overlap, on_event)
     target = resolve_target(ref, cfg, on_event, base=base)
-    dec = decoding_for(target, cfg)
+    dec = cfg.over(target.decoding)
     folder = folder_for(target, cfg, dec)
     folder.mkdir(parents=True, exist_ok=True)
     gens_path = folder / "generations.jsonl"
@@ -282,16 +177,19 @@ def evaluate(ref: str, cfg: EvalConfig, *, on_event: OnEvent = ignore,
     have: dict[tuple[str, int], str] = {}
     for rec in read_jsonl_repairing(gens_path, repair=True):
         have[(rec["task_id"], rec["index"])] = rec["completion"]
-    todo = [(p, i) for p in problems for i in range(n) if (p.task_id, i) not in have]
+    system = None if target.thinking else SYSTEM_PROMPT
+    todo = [Item((p.task_id, i), chat(p.prompt, system)) for p in problems for i in range(n)
+            if (p.task_id, i) not in have]
     total = len(problems) * n
     on_event(StageStarted(STAGE, total, total - len(todo),
                           f"{target.label} on {cfg.benchmark}, {dec.describe()}"))
     if todo:
         own = engine is None
-        engine = engine or open_engine(target, cfg, on_event)
+        engine = engine or engines.open_for(target.model, cfg,
+                                            chat=cfg.chat or target.model is None,
+                                            on_event=on_event)
         try:
-            _generate(engine, target, cfg, dec, todo, gens_path, have, total, on_event,
-                      cancel)
+            _generate(engine, cfg, dec, todo, gens_path, have, total, on_event, cancel)
         finally:
             if own:
                 engine.close()
@@ -307,55 +205,27 @@ def evaluate(ref: str, cfg: EvalConfig, *, on_event: OnEvent = ignore,
     return EvalResult(folder, summary, graded)
 
 
-def open_engine(target: Target, cfg: EvalConfig, on_event: OnEvent) -> Any:
-    if cfg.endpoint:
-        from ..endpoints import EndpointSession
-
-        return EndpointSession(target.model, cfg.endpoint, api_key=cfg.api_key,
-                               chat=cfg.chat or target.model is None, on_event=on_event)
-    from ..sampling import open_engine as open_sampling_engine
-
-    assert target.model is not None
-    return open_sampling_engine(target.model, cfg.backend, on_event)
-
-
-def _generate(engine: Any, target: Target, cfg: EvalConfig, dec: Decoding, todo: list,
+def _generate(engine: SamplingEngine, cfg: EvalConfig, dec: Decoding, todo: list[Item],
               gens_path: Path, have: dict, total: int, on_event: OnEvent,
               cancel: threading.Event | None) -> None:
-    from ...backends.base import GenerationRequest, SamplingParams
-    from ..sampling import derive_seed
-
-    system = None if target.thinking else SYSTEM_PROMPT
-    rendered: dict[str, str] = {}
-    reqs = []
-    for p, i in todo:
-        if p.task_id not in rendered:
-            msgs = ([{"role": "system", "content": system}] if system else []) + \
-                   [{"role": "user", "content": p.prompt}]
-            rendered[p.task_id] = engine.render(msgs)
-        reqs.append(GenerationRequest((p.task_id, i), rendered[p.task_id],
-                                      derive_seed(cfg.seed, p.task_id, i)))
-    params = SamplingParams(dec.temperature, dec.top_k, dec.top_p, cfg.max_new_tokens)
-    start, done0, tokens = time.monotonic(), total - len(todo), 0
     fd = os.open(gens_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(res: GenerationResult, _prompt_text: str) -> None:
+        rec = {"task_id": res.key[0], "index": res.key[1], "completion": res.text,
+               "completion_tokens": res.completion_tokens, "finish_reason": res.finish_reason}
+        os.write(fd, (json.dumps(rec, ensure_ascii=False) + "\n").encode())
+        have[res.key] = res.text
+
     try:
-        width = cfg.concurrency if cfg.endpoint else cfg.batch_size
-        for k, res in enumerate(engine.generate(reqs, params, batch_size=width,
-                                                cancel=cancel), 1):
-            rec = {"task_id": res.key[0], "index": res.key[1], "completion": res.text,
-                   "completion_tokens": res.completion_tokens,
-                   "finish_reason": res.finish_reason}
-            os.write(fd, (json.dumps(rec, ensure_ascii=False) + "\n").encode())
-            have[res.key] = res.text
-            tokens += res.completion_tokens
-            dt = max(time.monotonic() - start, 1e-9)
-            on_event(Progress(STAGE, done0 + k, total, {"samples_per_s": k / dt,
-                                                        "tokens_per_s": tokens / dt}))
+        generate(engine, todo, SamplingParams(dec.temperature, dec.top_k, dec.top_p,
+                                              cfg.max_new_tokens),
+                 seed=cfg.seed, in_flight=cfg.in_flight(), stage=STAGE, total=total,
+                 write=write, on_event=on_event, cancel=cancel)
         os.fsync(fd)
+    except Cancelled:
+        raise Cancelled(f"evaluation stopped after {len(have)} of {total} answers") from None
     finally:
         os.close(fd)
-    if cancel is not None and cancel.is_set():
-        raise Cancelled(f"evaluation stopped after {len(have)} of {total} answers")
 
 
 def grade(problems: Sequence[Problem], completions: dict[str, list[str]], cfg: EvalConfig,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+from ...config import EvalConfig, SandboxLimits, field_defaults
 from ..filters import extract_code
 from .problems import Problem
 
@@ -62,13 +63,13 @@ def program(problem: Problem, completion: str, *, chat: bool) -> str | None:
 
 
 def grade(problems: Sequence[Problem], completions: dict[str, list[str]], *, chat: bool,
-          limits: Any = None, workers: int | None = None,
+          limits: SandboxLimits | None = None, workers: int | None = None,
           cancel: threading.Event | None = None,
           on_graded: Callable[[Graded], None] | None = None) -> list[Graded]:
     """Run every completion against its problem's tests, in parallel, one sandbox each."""
     from . import sandbox
 
-    limits = limits or sandbox.Limits()
+    limits = limits or SandboxLimits()
     jobs: list[Any] = []
     keys: list[tuple[str, int]] = []
     out: dict[tuple[str, int], Graded] = {}
@@ -135,9 +136,11 @@ class Estimate:
 
 
 BOOTSTRAP = 2000
+SEED: int = field_defaults(EvalConfig)["seed"]  # the resampling's, unless one is given
 
 
-def bootstrap(per_problem: Sequence[float], seed: int = 0, rounds: int = BOOTSTRAP) -> Estimate:
+def bootstrap(per_problem: Sequence[float], seed: int = SEED,
+              rounds: int = BOOTSTRAP) -> Estimate:
     """Mean over problems with a percentile bootstrap interval (problems resampled)."""
     import numpy as np
 
@@ -150,7 +153,7 @@ def bootstrap(per_problem: Sequence[float], seed: int = 0, rounds: int = BOOTSTR
     return Estimate(float(x.mean()), float(lo), float(hi))
 
 
-def paired_difference(a: dict[str, float], b: dict[str, float], seed: int = 0,
+def paired_difference(a: dict[str, float], b: dict[str, float], seed: int = SEED,
                       rounds: int = BOOTSTRAP) -> Estimate:
     """mean(b - a) over the problems both have, with a paired bootstrap interval."""
     common = [t for t in a if t in b]
@@ -162,7 +165,7 @@ def per_problem_pass(nc: dict[str, tuple[int, int]], k: int) -> dict[str, float]
 
 
 def summarise(problems: Sequence[Problem], graded: Sequence[Graded], ks: Sequence[int],
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = SEED) -> dict[str, Any]:
     """``pass@k`` values, their intervals, the difficulty breakdown and the error classes."""
     nc = counts(graded)
     n_min = min(n for n, _ in nc.values()) if nc else 0
@@ -187,10 +190,3 @@ def summarise(problems: Sequence[Problem], graded: Sequence[Graded], ks: Sequenc
             errors[g.error or g.status] = errors.get(g.error or g.status, 0) + 1
     out["errors"] = dict(sorted(errors.items(), key=lambda kv: -kv[1]))
     return out
-
-
-def iter_ks(spec: str) -> Iterator[int]:
-    for part in spec.split(","):
-        part = part.strip()
-        if part:
-            yield int(part)

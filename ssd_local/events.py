@@ -8,6 +8,13 @@ from typing import Any, Callable
 
 
 @dataclass(frozen=True)
+class RunOpened:
+    """A run directory was created or reopened for writing (its name is fixed from here)."""
+
+    run: str
+
+
+@dataclass(frozen=True)
 class StageStarted:
     stage: str
     total: int | None = None  # units of work (samples, steps), when known
@@ -48,7 +55,7 @@ class Warning:  # noqa: A001 - the event's name in the SSD vocabulary
     stage: str = ""
 
 
-Event = StageStarted | Progress | SampleWritten | StageFinished | Log | Warning
+Event = RunOpened | StageStarted | Progress | SampleWritten | StageFinished | Log | Warning
 OnEvent = Callable[[Event], None]
 
 

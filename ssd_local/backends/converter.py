@@ -7,7 +7,7 @@ The converter ships in llama-cpp-python's source distribution
 local copy when one is given (``make setup`` passes the one it built from), else fetched
 with ``pip download``. It is never written by hand and never committed.
 
-    python -m ssd_local.app.converter install [SDIST.tar.gz]
+    python -m ssd_local.backends.converter install [SDIST.tar.gz]
 """
 
 from __future__ import annotations
@@ -20,15 +20,10 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from .errors import UserError
+from ..config.paths import cache_root
+from ..errors import UserError
 
 _MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
-
-
-def cache_root() -> Path:
-    from .runs import user_dir
-
-    return user_dir("SSD_LOCAL_CACHE", "cache")
 
 
 def llama_cpp_version() -> str:
@@ -59,7 +54,7 @@ def install(sdist: Path | None = None) -> Path:
             if r.returncode != 0 or not found:
                 raise UserError("cannot fetch llama-cpp-python's source (it carries llama.cpp's "
                                 "GGUF converter); connect to PyPI once, or run `python -m "
-                                "ssd_local.app.converter install SDIST.tar.gz`")
+                                "ssd_local.backends.converter install SDIST.tar.gz`")
             sdist = found[0]
         prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
         cache_root().mkdir(parents=True, exist_ok=True)
