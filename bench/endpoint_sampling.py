@@ -67,14 +67,15 @@ def main() -> int:
     ap.add_argument("--llama-server", help="a llama-server binary to measure as well")
     args = ap.parse_args()
 
-    from ssd_local.app.endpoints import local_template
     from ssd_local.app.models import resolve
     from ssd_local.backends.base import SamplingParams
     from ssd_local.backends.endpoint import EndpointEngine
     from ssd_local.backends.llamacpp import LlamaCppEngine
+    from ssd_local.backends.registry import open_tokenizer
 
     model = resolve("smollm2-135m")
-    render, _, handle = local_template(model)
+    handle = open_tokenizer(model.kind, model.path)
+    render = handle.render
     params = SamplingParams(1.0, 20, 0.8, args.max_new_tokens)
     levels = [int(x) for x in args.concurrency.split(",")]
     # Each level gets its own prompts (the same ones for every engine), so no server can
@@ -107,7 +108,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}/v1"
         proc = serve(cmd(port), url)
         try:
-            ep = EndpointEngine(url, renderer=render)
+            ep = EndpointEngine(url, tokenizer=open_tokenizer(model.kind, model.path))
             measure(ep, warm, params, 2)
             for b in levels:
                 tps, tok = measure(ep, sets[b], params, b)

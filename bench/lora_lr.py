@@ -42,8 +42,8 @@ def main() -> None:
         cfg = TrainConfig(lr=lr, max_steps=a.steps, batch_size=4, effective_batch=8,
                           val_fraction=0.2, eval_every=a.steps, save_every=10_000)
         out = train(name, cfg, fuse_after=False)
-        print(f"  lr {lr:8.0e}: train loss {out['train_loss']:.4f}  val loss "
-              f"{out['val_loss']:.4f}", flush=True)
+        print(f"  lr {lr:8.0e}: train loss {out.train_loss:.4f}  val loss "
+              f"{out.val_loss:.4f}", flush=True)
         shutil.rmtree(runs_root() / name, ignore_errors=True)
 
 

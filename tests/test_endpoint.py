@@ -161,9 +161,9 @@ def keys_once(rows: list[dict]) -> set:
 
 
 def test_sample_16_prompts_at_concurrency_4(server, ssd_home):
-    from ssd_local.app.endpoints import local_template
     from ssd_local.app.models import resolve
     from ssd_local.app.prompts import load_builtin, messages
+    from ssd_local.backends.registry import open_tokenizer
     from ssd_local.config import SYSTEM_PROMPT
 
     r = run_cli("sample", "smollm2-135m", "--endpoint", server, "--prompts", "builtin",
@@ -173,7 +173,9 @@ def test_sample_16_prompts_at_concurrency_4(server, ssd_home):
     assert len(keys_once(rows)) == 16
     assert all(x["engine"] == "endpoint" and x["completion_tokens"] > 0 for x in rows)
     # conditioned on exactly our own chat rendering, which training rebuilds
-    render, _, handle = local_template(resolve("smollm2-135m"))
+    model = resolve("smollm2-135m")
+    handle = open_tokenizer(model.kind, model.path)
+    render = handle.render
     by_id = {p.id: p for p in load_builtin()}
     for x in rows[:3]:
         assert x["prompt_text"] == render(messages(by_id[x["prompt_id"]], SYSTEM_PROMPT))

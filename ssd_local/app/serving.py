@@ -120,8 +120,9 @@ class ServerHandle:
 
     def start(self) -> str:
         """Load the model and listen; returns the base URL once requests are answered."""
-        self._engine = self._server()
-        self._engine.start()
+        engine = self._server()
+        engine.start()  # raises when the model does not load or the port is taken
+        self._engine = engine
         return self.base_url
 
     def run_forever(self) -> None:

@@ -12,7 +12,7 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from ..config import (PRESETS, CompareConfig, EvalConfig, ExportConfig, SampleConfig,
+from ..config import (PRESETS, help_of, CompareConfig, EvalConfig, ExportConfig, SampleConfig,
                       ServeConfig, TrainConfig)
 
 COMMANDS = (("sample", SampleConfig), ("train", TrainConfig), ("export", ExportConfig),
@@ -45,7 +45,7 @@ def options_markdown() -> str:
         for f in own:
             flag = "--" + f.name.replace("_", "-")
             d = None if f.default is MISSING else f.default
-            out.append(f"| `{flag}` | {_default(d)} | {_help(f.metadata.get('help', ''))} |")
+            out.append(f"| `{flag}` | {_default(d)} | {_help(help_of(cls, f))} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 

@@ -8,6 +8,8 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any
 
+from ..config import help_of
+
 # options that both sampling and training have: training's get a train- prefix in distill
 SHARED = ("seed", "batch_size", "backend")
 
@@ -35,7 +37,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str =
         default = None if f.default is MISSING else f.default
         shown = "" if default is None else f" (default: {default})"
         kwargs: dict[str, Any] = {"dest": prefix.replace("-", "_") + f.name, "default": default,
-                                  "help": meta.get("help", "") + shown}
+                                  "help": help_of(cls, f) + shown}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

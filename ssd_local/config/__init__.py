@@ -4,7 +4,7 @@ types, stages). Nothing here imports an engine, the core or a UI."""
 
 from .parts import (BACKENDS, QUANT_TYPES, STAGES, TRAIN_BACKENDS, DecodingOptions,
                     EndpointOptions, EngineOptions, Generation, SandboxLimits, SandboxOptions,
-                    field_defaults, flag, from_dict, opt, to_dict)
+                    field_defaults, flag, from_dict, help_of, opt, to_dict)
 from .presets import (FALLBACK_PRESET, PRESETS, SYSTEM_PROMPT, Decoding, Preset,
                       detect_preset, preset)
 from .stages import (DEFAULT_SWEEP, LR_FULL, LR_LORA, MIN_LR_RATIO, CompareConfig,
@@ -13,7 +13,7 @@ from .stages import (DEFAULT_SWEEP, LR_FULL, LR_LORA, MIN_LR_RATIO, CompareConfi
 __all__ = [
     "BACKENDS", "QUANT_TYPES", "STAGES", "TRAIN_BACKENDS", "DecodingOptions",
     "EndpointOptions", "EngineOptions", "Generation", "SandboxLimits", "SandboxOptions",
-    "field_defaults", "flag", "from_dict", "opt", "to_dict", "FALLBACK_PRESET", "PRESETS",
+    "field_defaults", "flag", "from_dict", "help_of", "opt", "to_dict", "FALLBACK_PRESET", "PRESETS",
     "SYSTEM_PROMPT", "Decoding", "Preset", "detect_preset", "preset", "DEFAULT_SWEEP",
     "LR_FULL", "LR_LORA", "MIN_LR_RATIO", "CompareConfig", "EvalConfig", "ExportConfig",
     "SampleConfig", "ServeConfig", "TrainConfig",

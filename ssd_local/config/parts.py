@@ -25,6 +25,12 @@ def opt(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
                                             "metavar": metavar, "cli": cli})
 
 
+def help_of(cls: type, f: Any) -> str:
+    """A field's help as ``cls`` words it: a stage may word a shared field for itself
+    (``HELP``: sampling's --temperature is T_train, eval's a decoding temperature)."""
+    return getattr(cls, "HELP", {}).get(f.name) or f.metadata.get("help", "")
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -30,6 +30,20 @@ class SampleConfig(Generation):
     # the same model may be served from another address.
     RESUMABLE_CHANGES = ("limit", "batch_size", "backend", "endpoint", "api_key",
                          "concurrency")
+    HELP = {
+        "temperature": "T_train, applied first; higher explores more at fork positions "
+                       "(default: the preset's)",
+        "top_k": "keep the K most likely tokens after temperature; 0 = off (default: the "
+                 "preset's)",
+        "top_p": "then keep the smallest set with mass P; cuts the distractor tail; 1.0 = off "
+                 "(default: the preset's)",
+        "batch_size": "sequences decoded together (llama.cpp slots / torch batch)",
+        "endpoint": "sample through an OpenAI-compatible server (vLLM, llama-server, "
+                    "ssd-local serve) at URL, e.g. http://HOST:8000/v1; MODEL names the "
+                    "model it serves",
+        "chat": "with --endpoint: send chat messages and let the server apply its template "
+                "(default: our template, sent as a plain completion)",
+    }
 
     def validate(self) -> None:
         require_choice(self.preset, tuple(PRESETS), "preset")
@@ -203,6 +217,15 @@ class EvalConfig(Generation, SandboxOptions):
                             "precise)", metavar="TYPE")
     allow_overlap: bool = opt(False, "evaluate even when the run trained on benchmark "
                               "problems")
+    HELP = {
+        "temperature": "decoding temperature (default: a run's T_eval; a model's own "
+                       "recommended setting)",
+        "top_k": "top-k, 0 = off (default: as for --temperature)",
+        "top_p": "top-p, 1.0 = off (default: as for --temperature)",
+        "batch_size": "sequences decoded together",
+        "chat": "with --endpoint: send chat messages and let the server apply its template "
+                "(the default with no model named)",
+    }
 
     def ks(self) -> list[int]:
         try:

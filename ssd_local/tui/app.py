@@ -1,9 +1,14 @@
 """The Textual app: screens, global bindings, the command palette, and the one place
 where workers meet the UI thread.
 
+Screens post requests (``StartJob``, ``ResumeRun``, ``OpenSamples``, ``NewRun``,
+``StartServer``, ``StopServer``); the app handles them and tells each screen what to show
+(the dashboard its job, the serve panel the current ``ServerHandle``, Home the hardware).
+
 Long work runs in thread workers: a job (a distillation, a comparison) calls the core with
 an ``EventSink`` as ``on_event`` and its own ``threading.Event`` as ``cancel``; the sink
-hands events to the UI thread in batches. The endpoint runs in a thread of its own."""
+hands events to the UI thread in batches. The core's ``ServerHandle`` loads and starts the
+endpoint in a thread worker; stopping it returns once its port is free."""
 
 from __future__ import annotations
 
@@ -13,18 +18,23 @@ from typing import Iterable
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.screen import ModalScreen, Screen
 from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Static
 
-from ..app.errors import Cancelled, UserError
-from ..app.events import Log
 from ..app.inventory import Hardware
+from ..app.serving import ServerHandle
+from ..errors import Cancelled, UserError
+from ..events import Log
 from .jobs import EventSink, Job, resume_job
-from .messages import EventsPending, JobEnded, ServerChanged
+from .messages import (EventsPending, JobEnded, NewRun, OpenSamples, ResumeRun, ServerChanged,
+                       StartJob, StartServer, StopServer)
 from .screens.dashboard import DashboardScreen
+from .screens.distill import DistillScreen
+from .screens.evals import EvalsScreen
 from .screens.home import HomeScreen
-from .screens.serve import Endpoint, ServeScreen
+from .screens.samples import SamplesScreen
+from .screens.serve import ServeScreen
 
 
 class ConfirmQuit(ModalScreen[bool]):
@@ -73,13 +83,28 @@ class SSDApp(App[None]):
         super().__init__()
         self.hardware = hardware
         self.job: Job | None = None
-        self.endpoint: Endpoint | None = None
+        self.endpoint: ServerHandle | None = None  # loading or serving; None when stopped
         self.sink = EventSink(lambda: self.post_message(EventsPending()))
         self.quitting = False
+        self.dashboard: DashboardScreen
+        self.home: HomeScreen
 
     def on_mount(self) -> None:
-        self.install_screen(DashboardScreen(), "dashboard")
-        self.push_screen(HomeScreen())
+        self.dashboard, self.home = DashboardScreen(), HomeScreen(self.hardware)
+        self.install_screen(self.dashboard, "dashboard")
+        self.push_screen(self.home)
+        if self.hardware is None:
+            self.detect_hardware()
+
+    @work(thread=True, exclusive=True, group="hardware", exit_on_error=False)
+    def detect_hardware(self) -> None:
+        from ..app.inventory import detect_hardware
+
+        self.call_from_thread(self.show_hardware, detect_hardware())
+
+    def show_hardware(self, hw: Hardware) -> None:
+        self.hardware = hw
+        self.home.show_hardware(hw)
 
     # -- navigation ------------------------------------------------------------------------
     def goto(self, screen: Screen | str) -> None:
@@ -93,28 +118,28 @@ class SSDApp(App[None]):
             self.pop_screen()
 
     def action_new_run(self, model: str | None = None) -> None:
-        from .screens.distill import DistillScreen
-
         self.goto(DistillScreen(model))
 
     def action_dashboard(self) -> None:
         self.goto("dashboard")
 
     def action_evals(self) -> None:
-        from .screens.evals import EvalsScreen
-
         self.goto(EvalsScreen())
 
     def action_serve(self) -> None:
-        self.goto(ServeScreen())
+        self.goto(ServeScreen(self.endpoint))
 
     def open_samples(self, run: str) -> None:
-        from .screens.samples import SamplesScreen
-
         try:
             self.goto(SamplesScreen(run))
         except UserError as exc:
             self.notify(str(exc), severity="error")
+
+    def on_new_run(self, message: NewRun) -> None:
+        self.action_new_run(message.model)
+
+    def on_open_samples(self, message: OpenSamples) -> None:
+        self.open_samples(message.run)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -136,19 +161,26 @@ class SSDApp(App[None]):
             return
         self.job = job
         job.begin()
+        self.dashboard.show_job(job)
         self.goto("dashboard")
         self.run_job(job)
 
-    def resume_run(self, run: str) -> None:
+    def on_start_job(self, message: StartJob) -> None:
+        self.start_job(message.job)
+
+    def on_resume_run(self, message: ResumeRun) -> None:
+        """Resume from Home: the core's ``pipeline.resume`` with the run's own settings."""
         try:
-            self.start_job(resume_job(run))
-        except (UserError, KeyError) as exc:
-            self.notify(f"cannot resume run {run}: {exc}", severity="error")
+            job = resume_job(message.run)
+        except UserError as exc:
+            self.notify(f"cannot resume run {message.run}: {exc}", severity="error")
+            return
+        self.start_job(job)
 
     @work(thread=True, group="job", exit_on_error=False)
     def run_job(self, job: Job) -> None:
         try:
-            result = job.call(self.sink, job.cancel)
+            result = job.execute(self.sink)
             ended = JobEnded(job, "done", result)
         except Cancelled as exc:
             ended = JobEnded(job, "cancelled", error=str(exc))
@@ -168,51 +200,69 @@ class SSDApp(App[None]):
             return
         for e in events:
             self.job.view.apply(e)
-        dash = self.get_screen("dashboard")
-        if self.screen is dash:
-            dash.redraw(events)  # type: ignore[attr-defined]
+        if self.screen is self.dashboard:
+            self.dashboard.redraw(events)
 
     def on_job_ended(self, message: JobEnded) -> None:
         self.drain_events()
         message.job.ended(message.state, message.result, message.error)
-        dash = self.get_screen("dashboard")
-        if self.screen is dash:
-            dash.job_ended(message.job)  # type: ignore[attr-defined]
+        if self.screen is self.dashboard:
+            self.dashboard.job_ended(message.job)
         else:
             self.notify(f"{message.job.title}: {message.state}",
                         severity="error" if message.state == "failed" else "information")
-            if isinstance(self.screen, HomeScreen):
-                self.screen.refresh_data()
+            if self.screen is self.home:
+                self.home.refresh_data()
         if self.quitting:
             self.finish_quit()
 
     # -- the endpoint --------------------------------------------------------------------------
-    def start_endpoint(self, endpoint: Endpoint) -> None:
-        self.stop_endpoint()
-        self.endpoint = endpoint
-        self._start_endpoint(endpoint)
-
-    @work(thread=True, group="endpoint", exclusive=True, exit_on_error=False)
-    def _start_endpoint(self, endpoint: Endpoint) -> None:
+    def on_start_server(self, message: StartServer) -> None:
+        self.stop_server()
         try:
-            url = endpoint.start()
-            message = ServerChanged(url)
-        except (UserError, RuntimeError, OSError) as exc:
-            message = ServerChanged(None, str(exc))
-        self.call_from_thread(self._server_changed, message)
+            handle = ServerHandle(message.target, message.cfg)
+        except UserError as exc:
+            self.server_changed(None, str(exc))
+            return
+        self.endpoint = handle
+        self.server_changed(handle)
+        self.start_server(handle)
 
-    def stop_endpoint(self) -> None:
+    @work(thread=True, group="endpoint", exit_on_error=False)
+    def start_server(self, handle: ServerHandle) -> None:
+        """Load the model and listen (``ServerHandle.start`` returns once it answers)."""
+        try:
+            handle.start()
+            error = ""
+        except (UserError, RuntimeError, OSError) as exc:
+            error = str(exc)
+        except Exception as exc:  # a model llama.cpp cannot load: said in the panel
+            error = f"{type(exc).__name__}: {exc}"
+        self.call_from_thread(self.server_started, handle, error)
+
+    def server_started(self, handle: ServerHandle, error: str) -> None:
+        if handle is not self.endpoint:  # stopped or replaced while it loaded
+            handle.stop()
+            return
+        if error:
+            handle.stop()
+            self.endpoint = None
+        self.server_changed(self.endpoint, error)
+
+    def on_stop_server(self, _: StopServer) -> None:
+        self.stop_server()
+
+    def stop_server(self) -> None:
+        """Stop the endpoint; returns once it no longer listens."""
         if self.endpoint is not None:
             self.endpoint.stop()
             self.endpoint = None
-            self._server_changed(ServerChanged(None))
+            self.server_changed(None)
 
-    def _server_changed(self, message: ServerChanged) -> None:
-        if message.error:
-            self.endpoint = None
+    def server_changed(self, handle: ServerHandle | None, error: str = "") -> None:
         for screen in self.screen_stack:
             if isinstance(screen, ServeScreen):
-                screen.post_message(message)
+                screen.post_message(ServerChanged(handle, error))
 
     # -- quitting -----------------------------------------------------------------------------
     async def action_quit(self) -> None:

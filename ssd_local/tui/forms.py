@@ -14,7 +14,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from ..app.errors import UserError
+from ..config import help_of
+from ..errors import UserError
 
 # SSD vocabulary for a few field names; the rest read as their name.
 LABELS = {"temperature": "T_train", "top_k": "top-k", "top_p": "top-p",
@@ -35,13 +36,14 @@ def base_type(tp: Any) -> tuple[type, bool]:
 
 
 class FieldRow(Vertical):
-    """One config field: label, input, the field's help, and an inline error line."""
+    """One config field: label, input, the field's help (unless ``show_help`` is off, for a
+    row that shares its line), and an inline error line."""
 
     DEFAULT_CLASSES = "field-row"
 
-    def __init__(self, cls: type, f: Field, prefix: str):
+    def __init__(self, cls: type, f: Field, prefix: str, show_help: bool = True):
         super().__init__(id=f"row-{prefix}{f.name}")
-        self.cls, self.field, self.prefix = cls, f, prefix
+        self.cls, self.field, self.prefix, self.show_help = cls, f, prefix, show_help
         self.type, self.optional = base_type(typing.get_type_hints(cls)[f.name])
 
     @property
@@ -64,7 +66,8 @@ class FieldRow(Vertical):
                 yield Input("" if default is None else str(default), id=self.input_id,
                             placeholder="default" if self.optional else "",
                             compact=True)
-            yield Static(meta.get("help", ""), classes="field-help")
+            if self.show_help:
+                yield Static(help_of(self.cls, self.field), classes="field-help")
         yield Static("", classes="field-error")
 
     def raw(self) -> Any:
@@ -98,19 +101,21 @@ class FieldRow(Vertical):
 
 
 class ConfigForm(Vertical):
-    """The rows of ``cls``'s fields named in ``only`` (all CLI fields by default)."""
+    """The rows of ``cls``'s fields named in ``only``, in that order (by default all CLI
+    fields, in the dataclass's order), less those in ``skip``."""
 
     def __init__(self, cls: type, prefix: str, only: tuple[str, ...] | None = None,
-                 skip: tuple[str, ...] = (), **kwargs: Any):
+                 skip: tuple[str, ...] = (), show_help: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
-        self.cls, self.prefix = cls, prefix
-        self.names = [f.name for f in fields(cls) if f.metadata.get("cli", True)
-                      and (only is None or f.name in only) and f.name not in skip]
+        self.cls, self.prefix, self.show_help = cls, prefix, show_help
+        cli = [f.name for f in fields(cls) if f.metadata.get("cli", True)]
+        self.names = [n for n in (cli if only is None else [n for n in only if n in cli])
+                      if n not in skip]
 
     def compose(self) -> ComposeResult:
         by_name = {f.name: f for f in fields(self.cls)}
         for name in self.names:
-            yield FieldRow(self.cls, by_name[name], self.prefix)
+            yield FieldRow(self.cls, by_name[name], self.prefix, self.show_help)
 
 
 def rows_of(root: Widget, cls: type) -> dict[str, FieldRow]:

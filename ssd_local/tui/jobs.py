@@ -1,8 +1,9 @@
 """Long work the TUI starts (a distillation, a comparison) and what its events said.
 
 A ``Job`` binds a core call to its arguments, so Resume calls the very same function again:
-the core skips finished stages and continues the first unfinished one. ``JobView`` folds
-the event stream into what the dashboard shows; it derives nothing the core did not say."""
+the core skips finished stages and continues the first unfinished one. A job learns the run
+it writes from the core's ``RunOpened`` event. ``JobView`` folds the event stream into what
+the dashboard shows; it derives nothing the core did not say."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..app import events as ev
+from .. import events as ev
 from ..app.pipeline import ORDER
 
 Call = Callable[[ev.OnEvent, threading.Event], Any]
@@ -88,6 +89,17 @@ class Job:
     def active(self) -> bool:
         return self.state in ("running", "cancelling")
 
+    def execute(self, on_event: ev.OnEvent) -> Any:
+        """Run the core call on this (worker) thread; the run it opens names the job's run
+        from then on, so starting the job again reopens that run."""
+
+        def seen(e: ev.Event) -> None:
+            if isinstance(e, ev.RunOpened):
+                self.run = e.run
+            on_event(e)
+
+        return self.call(seen, self.cancel)
+
     def begin(self) -> None:
         """(Re)start: a fresh cancel event, so a cancelled job can be resumed."""
         self.cancel = threading.Event()
@@ -156,40 +168,32 @@ def format_metrics(m: dict[str, float]) -> str:
 
 def distill_job(model: str, sample_cfg: Any, train_cfg: Any, export_cfg: Any,
                 run: str | None, stop_after: str | None = None) -> Job:
-    """A distillation; the run name is fixed at the first start so Resume reopens it."""
+    """A distillation. Without a run name the core picks one; the job learns it from
+    ``RunOpened``, so Resume continues that run."""
     from ..app.pipeline import distill
 
     job = Job(f"distill {model}", "distill", lambda on_event, cancel: None, run)
-
-    def call(on_event: ev.OnEvent, cancel: threading.Event) -> Any:
-        if job.run is None:
-            from ..app import models
-            from ..app.sampling import default_run_name
-
-            job.run = default_run_name(models.resolve(model, on_event=on_event))
-        return distill(model, sample_cfg, train_cfg, export_cfg, job.run,
-                       stop_after=stop_after, on_event=on_event, cancel=cancel)
-
-    job.call = call
+    job.call = lambda on_event, cancel: distill(
+        model, sample_cfg, train_cfg, export_cfg, job.run, stop_after=stop_after,
+        on_event=on_event, cancel=cancel)
     return job
 
 
 def resume_job(run_name: str) -> Job:
-    """Continue a run with the settings it was started with (as the CLI would, rerun)."""
-    from ..app.config import ExportConfig, SampleConfig, TrainConfig, from_dict
-    from ..app.runs import Run
+    """Continue a run with the settings it was started with: the core's ``resume``.
+    Raises ``UserError`` for a run that records no plan to continue."""
+    from ..app.pipeline import planned, resume
 
-    man = Run.load(run_name).manifest
-    cfg = man.get("config", {})
-    quants = man.get("stages", {}).get("export", {}).get("quants")
-    export = ExportConfig(",".join(quants)) if quants else ExportConfig()
-    return distill_job(man["model"]["ref"], from_dict(SampleConfig, cfg.get("sample", {})),
-                       from_dict(TrainConfig, cfg.get("train", {})), export, run_name)
+    model = planned(run_name).model
+    return Job(f"distill {model}", "distill",
+               lambda on_event, cancel: resume(run_name, on_event=on_event, cancel=cancel),
+               run_name)
 
 
-def compare_job(run: str, eval_cfg: Any, temperatures: list[float]) -> Job:
+def compare_job(run: str, cfg: Any) -> Job:
+    """``compare`` for ``run`` with a ``CompareConfig`` (its sweep included)."""
     from ..app.evaluation.compare import compare
 
-    return Job(f"compare {run} on {eval_cfg.benchmark}", "compare",
-               lambda on_event, cancel: compare(run, eval_cfg, temperatures,
-                                                on_event=on_event, cancel=cancel), run)
+    return Job(f"compare {run} on {cfg.benchmark}", "compare",
+               lambda on_event, cancel: compare(run, cfg, on_event=on_event, cancel=cancel),
+               run)

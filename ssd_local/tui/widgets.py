@@ -1,11 +1,14 @@
-"""Small widgets: a braille line chart (loss curves, pass@1 against temperature) and the
-stage stepper. Both draw only what they are given."""
+"""Small widgets: a braille line chart (loss curves, pass@1 against temperature), the
+stage stepper and a sample as it should be read. All draw only what they are given."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+from rich.console import Group
+from rich.syntax import Syntax
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -125,3 +128,18 @@ def stage_text(stages: dict[str, str]) -> Text:
         out.append(f"{mark} {name}", style)
         out.append(f" {state}", "dim")
     return out
+
+
+def sample_renderable(s: dict[str, Any]) -> Group:
+    """A sample as the user should read it: its flags and token counts, then the answer,
+    highlighted (markdown with fenced code, or plain Python)."""
+    flags = [f for f in (s.get("degenerate"), "looped" if s.get("looped") else None,
+                         "cut at max tokens" if s.get("finish_reason") == "length" else None,
+                         "code block" if s.get("has_code") else "no code block") if f]
+    head = Text(f"{s.get('prompt_id')}#{s.get('sample_index')}  ", style="bold")
+    head.append(f"{s.get('prompt_tokens', '?')} prompt + {s.get('completion_tokens', '?')} "
+                f"answer tokens  {', '.join(flags)}", style="dim")
+    text = s.get("completion", "")
+    lexer = "markdown" if "```" in text else "python"
+    return Group(head, Syntax(text or "(empty)", lexer, theme="monokai", word_wrap=True,
+                              background_color="default"))

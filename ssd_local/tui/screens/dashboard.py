@@ -1,13 +1,11 @@
 """The live dashboard of the current job: stage stepper, a progress bar per stage with its
 rate and ETA, the loss curves, the newest samples and the log. It draws the ``JobView``
-the app folds events into; Cancel and Resume act on the job."""
+the app folds events into, for the job the app tells it to show (``show_job``); Cancel
+stops that job at a safe point, Resume asks the app to start it again."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 from rich.console import Group
-from rich.syntax import Syntax
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -16,27 +14,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Label, ProgressBar, RichLog, Static
 
-from ...app import events as ev
+from ... import events as ev
 from ..jobs import Job, StageView, format_metrics
-from ..widgets import Chart, Series, stage_text
-
-if TYPE_CHECKING:
-    from ..app import SSDApp
-
-
-def sample_renderable(s: dict) -> Group:
-    """A sample as the user should read it: its flags and token counts, then the answer,
-    highlighted (markdown with fenced code, or plain Python)."""
-    flags = [f for f in (s.get("degenerate"), "looped" if s.get("looped") else None,
-                         "cut at max tokens" if s.get("finish_reason") == "length" else None,
-                         "code block" if s.get("has_code") else "no code block") if f]
-    head = Text(f"{s.get('prompt_id')}#{s.get('sample_index')}  ", style="bold")
-    head.append(f"{s.get('prompt_tokens', '?')} prompt + {s.get('completion_tokens', '?')} "
-                f"answer tokens  {', '.join(flags)}", style="dim")
-    text = s.get("completion", "")
-    lexer = "markdown" if "```" in text else "python"
-    return Group(head, Syntax(text or "(empty)", lexer, theme="monokai", word_wrap=True,
-                              background_color="default"))
+from ..messages import OpenSamples, StartJob
+from ..widgets import Chart, Series, sample_renderable, stage_text
 
 
 class StageBar(Horizontal):
@@ -69,12 +50,9 @@ class DashboardScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
+        self.job: Job | None = None  # the job to show, set by the app
         self.bars: dict[str, StageBar] = {}
-        self.shown: Job | None = None
-
-    @property
-    def ssd(self) -> "SSDApp":
-        return cast("SSDApp", self.app)
+        self.shown: Job | None = None  # the job the bars were built for
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -98,9 +76,11 @@ class DashboardScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         self.redraw(full=True)
 
-    @property
-    def job(self) -> Job | None:
-        return self.ssd.job
+    def show_job(self, job: Job | None) -> None:
+        """Show ``job`` from now on (drawn in full when the screen is shown)."""
+        self.job = job
+        if self.is_current:
+            self.redraw(full=True)
 
     def redraw(self, events: list[ev.Event] | None = None, full: bool = False) -> None:
         """Bring the widgets up to the job's state; ``events`` only decides what is new for
@@ -169,11 +149,11 @@ class DashboardScreen(Screen[None]):
 
     def action_resume(self) -> None:
         if self.job and self.job.state in ("cancelled", "failed"):
-            self.ssd.start_job(self.job)
+            self.post_message(StartJob(self.job))
 
     def action_samples(self) -> None:
         if self.job and self.job.run:
-            self.ssd.open_samples(self.job.run)
+            self.post_message(OpenSamples(self.job.run))
 
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:

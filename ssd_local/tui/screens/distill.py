@@ -7,7 +7,7 @@ the config's own ``validate()`` as it is typed."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from textual import on
 from textual.app import ComposeResult
@@ -17,19 +17,17 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Collapsible, Footer, Header, Input, Label, \
     Select, Static
 
-from ...app.config import PRESETS, ExportConfig, SampleConfig, TrainConfig, detect_preset
+from ...config import PRESETS, ExportConfig, SampleConfig, TrainConfig, detect_preset
 from ...app.inventory import list_models
 from ...app.pipeline import ORDER
 from ..forms import ConfigForm, build_config
 from ..jobs import distill_job
-
-if TYPE_CHECKING:
-    from ..app import SSDApp
+from ..messages import StartJob
 
 # The knobs that matter most for SSD, shown first; the rest sit under "more options".
 SAMPLE_KEYS = ("prompts", "limit", "preset", "temperature", "top_k", "top_p",
                "samples_per_prompt", "max_new_tokens")
-TRAIN_KEYS = ("lora_rank", "max_steps", "lr")
+TRAIN_KEYS = ("lora_rank", "lr", "max_steps")
 
 
 class DistillScreen(Screen[None]):
@@ -134,6 +132,6 @@ class DistillScreen(Screen[None]):
         export_cfg, _ = build_config(self, ExportConfig)
         run = self.query_one("#run-name", Input).value.strip() or None
         stop = cast(str, self.query_one("#stop-after", Select).value)
-        app = cast("SSDApp", self.app)
-        app.start_job(distill_job(self.model_ref, sample_cfg, train_cfg, export_cfg, run,
-                                  None if stop == "export" else stop))
+        self.post_message(StartJob(distill_job(self.model_ref, sample_cfg, train_cfg,
+                                               export_cfg, run,
+                                               None if stop == "export" else stop)))

@@ -1,35 +1,28 @@
-"""Evaluations: base vs tuned across the temperature sweep (``RUN/evals/compare-*.json``)
-as a table and a pass@1 chart, every evaluation's ``summary.json``, and a form that runs
-``compare`` for a run in a worker."""
+"""Evaluations: base vs tuned across the temperature sweep (the core's ``comparisons()``)
+as a table and a pass@1 chart, every evaluation's summary (``eval_summaries()``), and a
+form that asks the app to run ``compare`` for a run in a worker."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, DataTable, Footer, Header, Label, Select, Static
 
-from ...app.runs import home, list_runs, runs_root
+from ...app.artefacts import Found, comparisons, eval_summaries
+from ...app.runs import list_runs
+from ...config import CompareConfig
 from ..forms import ConfigForm, build_config
+from ..jobs import compare_job
+from ..messages import StartJob
 from ..widgets import Chart, Series
 
-if TYPE_CHECKING:
-    from ..app import SSDApp
-
-
-def compare_files() -> list[Path]:
-    return sorted(runs_root().glob("*/evals/compare-*.json")) if runs_root().exists() else []
-
-
-def summary_files() -> list[Path]:
-    found = list(runs_root().glob("*/evals/*/summary.json")) if runs_root().exists() else []
-    return sorted(found) + sorted((home() / "evals").glob("*/summary.json"))
+# The comparison's knobs shown in the form; the rest keep the config's defaults.
+COMPARE_KEYS = ("benchmark", "limit", "n", "k", "max_new_tokens")
 
 
 def pct(v: Any) -> str:
@@ -40,10 +33,12 @@ class EvalsScreen(Screen[None]):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
                 Binding("f5", "reload", "Refresh")]
 
-    def compose(self) -> ComposeResult:
-        from ...app.evaluation.compare import DEFAULT_SWEEP
-        from ...app.evaluation.evaluate import EvalConfig
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[str, Found] = {}  # the comparisons, by the picker's value
+        self.shown: str | None = None  # the comparison the table and chart show
 
+    def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="evals"):
             yield Static("Base vs tuned (compare)", classes="section")
@@ -62,10 +57,9 @@ class EvalsScreen(Screen[None]):
                 yield Select([(r.name, r.name) for r in list_runs()
                               if r.stages.get("fuse") == "done"], id="compare-run",
                              prompt="a run with a tuned model", compact=True)
-                yield Label("temperatures", classes="field-label")
-                yield Input(DEFAULT_SWEEP, id="temperatures", compact=True)
-            yield ConfigForm(EvalConfig, "eval-", only=("benchmark", "limit", "n", "k",
-                                                        "max_new_tokens"))
+                yield ConfigForm(CompareConfig, "eval-", only=("temperatures",),
+                                 show_help=False, id="compare-sweep")
+            yield ConfigForm(CompareConfig, "eval-", only=COMPARE_KEYS)
             yield Button("Run compare in the background", id="run-compare",
                          variant="primary")
         yield Footer()
@@ -79,33 +73,32 @@ class EvalsScreen(Screen[None]):
         self.action_reload()
 
     def action_reload(self) -> None:
-        files = compare_files()
+        found = comparisons()
+        self.found, self.shown = {str(f.path): f for f in found}, None
         pick = self.query_one("#compare-pick", Select)
-        pick.set_options([(f"{p.parents[1].name}: {p.stem.removeprefix('compare-')}", str(p))
-                          for p in files])
-        if files:
-            pick.value = str(files[-1])
+        pick.set_options([(f.label, str(f.path)) for f in found])
+        if found:
+            pick.value = str(found[-1].path)
+            self.show_compare()  # drawn before the first paint, not on the change event
         table = self.query_one("#summaries", DataTable)
         table.clear()
-        for p in summary_files():
-            try:
-                s = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
+        for f in eval_summaries():
+            s = f.data
             ks = ", ".join(f"{k} {pct(v)}" for k, v in s.items() if k.startswith("pass@"))
-            where = p.parent.name if p.parents[2] == home() else \
-                f"{p.parents[2].name}/{p.parent.name}"
-            table.add_row(where, str(s.get("target", "")), str(s.get("benchmark", "")), ks,
+            table.add_row(f.label, str(s.get("target", "")), str(s.get("benchmark", "")), ks,
                           f"{s.get('problems', '?')} x {s.get('samples_per_problem', '?')}")
 
     @on(Select.Changed, "#compare-pick")
     def show_compare(self) -> None:
         value = self.query_one("#compare-pick", Select).value
+        if value == self.shown:
+            return
         table = self.query_one("#compare-table", DataTable)
         table.clear()
-        if not isinstance(value, str):
+        self.shown = value if isinstance(value, str) and value in self.found else None
+        if self.shown is None:
             return
-        r = json.loads(Path(value).read_text())
+        r = self.found[value].data
         best = {side: r.get(f"{side}_best", {}).get("temperature") for side in ("base",
                                                                                  "tuned")}
         for row in r.get("rows", []):
@@ -126,19 +119,9 @@ class EvalsScreen(Screen[None]):
 
     @on(Button.Pressed, "#run-compare")
     def run_compare(self) -> None:
-        from ...app.errors import UserError
-        from ...app.evaluation.compare import parse_sweep
-        from ...app.evaluation.evaluate import EvalConfig
-        from ..jobs import compare_job
-
         run = self.query_one("#compare-run", Select).value
-        cfg, errors = build_config(self, EvalConfig)
+        cfg, _ = build_config(self, CompareConfig)
         if not isinstance(run, str) or cfg is None:
             self.notify("pick a run and fix the fields marked in red", severity="warning")
             return
-        try:
-            temps = parse_sweep(self.query_one("#temperatures", Input).value)
-        except UserError as exc:
-            self.notify(str(exc), severity="error")
-            return
-        cast("SSDApp", self.app).start_job(compare_job(run, cfg, temps))
+        self.post_message(StartJob(compare_job(run, cfg)))

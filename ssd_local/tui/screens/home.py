@@ -1,10 +1,11 @@
-"""Home: runs with their stage states, the models on this machine, and the hardware."""
+"""Home: runs with their stage states, the models on this machine, and the hardware (the
+app hands it over, once known: ``show_hardware``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -12,11 +13,10 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from ...app.inventory import Hardware, list_models
-from ...app.runs import STAGES, list_runs
+from ...app.runs import list_runs
+from ...config import STAGES
+from ..messages import NewRun, OpenSamples, ResumeRun
 from ..widgets import STATE_MARK
-
-if TYPE_CHECKING:
-    from ..app import SSDApp
 
 
 class HomeScreen(Screen[None]):
@@ -27,18 +27,19 @@ class HomeScreen(Screen[None]):
         Binding("f5", "refresh", "Refresh"),
     ]
 
-    @property
-    def ssd(self) -> "SSDApp":
-        return cast("SSDApp", self.app)
+    def __init__(self, hardware: Hardware | None = None):
+        super().__init__()
+        self.hardware = hardware
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="home"):
             with Vertical(id="home-left"):
                 with Horizontal(id="home-actions"):
-                    yield Button("New distillation (n)", id="new", variant="primary")
-                    yield Button("Serve (v)", id="serve")
-                    yield Button("Evaluations (e)", id="evals")
+                    yield Button("New distillation (n)", id="new", variant="primary",
+                                 action="app.new_run")
+                    yield Button("Serve (v)", id="serve", action="app.serve")
+                    yield Button("Evaluations (e)", id="evals", action="app.evals")
                 yield Static("Runs", classes="section")
                 yield Static("", id="runs-empty")
                 yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
@@ -54,10 +55,7 @@ class HomeScreen(Screen[None]):
         runs.add_columns("run", "model", *STAGES, "samples")
         self.query_one("#models", DataTable).add_columns("model", "kind", "source", "detail")
         self.refresh_data()
-        if self.ssd.hardware is not None:
-            self.show_hardware(self.ssd.hardware)
-        else:
-            self.detect()
+        self.draw_hardware()
 
     def on_screen_resume(self) -> None:
         self.refresh_data()
@@ -82,16 +80,15 @@ class HomeScreen(Screen[None]):
             models.add_row(m.ref if len(m.ref) < 48 else "…" + m.ref[-47:], m.kind, m.source,
                            m.detail, key=m.ref)
 
-    @work(thread=True, exclusive=True, group="hardware")
-    def detect(self) -> None:
-        from ...app.inventory import detect_hardware
-
-        hw = detect_hardware()
-        self.app.call_from_thread(self.show_hardware, hw)
-
     def show_hardware(self, hw: Hardware) -> None:
-        self.ssd.hardware = hw
-        self.query_one("#hardware", Static).update(hw.describe())
+        """The app detected the machine (or was told it)."""
+        self.hardware = hw
+        if self.is_mounted:
+            self.draw_hardware()
+
+    def draw_hardware(self) -> None:
+        if self.hardware is not None:
+            self.query_one("#hardware", Static).update(self.hardware.describe())
 
     def selected_run(self) -> str | None:
         table = self.query_one("#runs", DataTable)
@@ -103,32 +100,20 @@ class HomeScreen(Screen[None]):
     def action_samples(self) -> None:
         run = self.selected_run()
         if run:
-            self.ssd.open_samples(run)
+            self.post_message(OpenSamples(run))
 
     def action_resume(self) -> None:
         run = self.selected_run()
         if run:
-            self.ssd.resume_run(run)
+            self.post_message(ResumeRun(run))
 
     def action_refresh(self) -> None:
         self.refresh_data()
 
     @on(DataTable.RowSelected, "#runs")
     def _open_run(self, event: DataTable.RowSelected) -> None:
-        self.ssd.open_samples(cast(str, event.row_key.value))
+        self.post_message(OpenSamples(cast(str, event.row_key.value)))
 
     @on(DataTable.RowSelected, "#models")
     def _distill_model(self, event: DataTable.RowSelected) -> None:
-        self.ssd.action_new_run(cast(str, event.row_key.value))
-
-    @on(Button.Pressed, "#new")
-    def _new(self) -> None:
-        self.ssd.action_new_run()
-
-    @on(Button.Pressed, "#serve")
-    def _serve(self) -> None:
-        self.ssd.action_serve()
-
-    @on(Button.Pressed, "#evals")
-    def _evals(self) -> None:
-        self.ssd.action_evals()
+        self.post_message(NewRun(cast(str, event.row_key.value)))

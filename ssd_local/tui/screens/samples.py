@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Select, Static
 
 from ...app.runs import Run
-from .dashboard import sample_renderable
+from ..widgets import sample_renderable
 
 PAGE = 100
 # The marks sampling stored on each sample (see app/filters.py), as filters.
@@ -35,9 +35,10 @@ class SamplesScreen(Screen[None]):
                 Binding("escape", "app.pop_screen", "Back")]
 
     def __init__(self, run: str):
+        """Raises ``UserError`` for a run that does not exist."""
         super().__init__()
         self.run_name = run
-        self.samples: list[dict[str, Any]] = []
+        self.samples: list[dict[str, Any]] = Run.load(run).read_samples()
         self.shown: list[dict[str, Any]] = []
         self.page = 0
 
@@ -60,7 +61,6 @@ class SamplesScreen(Screen[None]):
         self.title = f"samples of run {self.run_name}"
         table = self.query_one("#sample-table", DataTable)
         table.add_columns("prompt", "#", "tokens", "finish", "marks")
-        self.samples = Run.load(self.run_name).read_samples()
         self.apply_filter()
         table.focus()
 

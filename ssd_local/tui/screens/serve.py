@@ -1,11 +1,10 @@
 """Serve panel: start and stop the OpenAI-compatible endpoint for a run or a GGUF, show
 its URL and ready-to-paste client settings, and chat with it (the real ``openai`` client,
-streaming)."""
+streaming). The core's ``ServerHandle`` serves; the app starts and stops it on request
+(``StartServer``, ``StopServer``) and tells this panel which handle is current, at creation
+and with ``ServerChanged``."""
 
 from __future__ import annotations
-
-import threading
-from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
 from textual import on, work
@@ -15,74 +14,26 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, TextArea
 
-from ...app.config import ServeConfig
-from ...app.serving import servable
+from ...app.serving import ServerHandle, servable
+from ...config import ServeConfig
 from ..forms import ConfigForm, build_config
-from ..messages import ServerChanged
-
-if TYPE_CHECKING:
-    from ..app import SSDApp
-
-
-class Endpoint:
-    """The core's server app (``serving.build_app``) under uvicorn in a thread of this
-    process, so the panel can stop it: ``serving.serve`` blocks until Ctrl-C."""
-
-    def __init__(self, target: str, cfg: ServeConfig):
-        self.target, self.cfg = target, cfg
-        self.server: Any = None
-        self.thread: threading.Thread | None = None
-        self.snippets: dict[str, str] = {}
-        self.model_id = ""
-
-    def start(self, timeout: float = 120.0) -> str:
-        """Load the model and listen; returns the base URL once requests are answered."""
-        import uvicorn
-
-        from ...app.serving import build_app, check_bind, client_snippets, plan
-
-        p = plan(self.target, self.cfg.quant)
-        check_bind(self.cfg)
-        self.snippets, self.model_id = client_snippets(p, self.cfg), p.model_id
-        config = uvicorn.Config(build_app(p, self.cfg), host=self.cfg.host,
-                                port=self.cfg.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="ssd-serve", daemon=True)
-        self.thread.start()
-        done = threading.Event()
-        while not self.server.started and self.thread.is_alive() and not done.wait(0.05):
-            timeout -= 0.05
-            if timeout <= 0:
-                break
-        if not self.server.started:
-            self.stop()
-            raise RuntimeError(f"the server did not start on {self.cfg.host}:{self.cfg.port}")
-        return self.snippets["base_url"]
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        if self.thread is not None:
-            self.thread.join(timeout=30)
-        self.server = self.thread = None
-
-    @property
-    def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
+from ..messages import ServerChanged, StartServer, StopServer
 
 
 class ServeScreen(Screen[None]):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
                 Binding("ctrl+y", "copy", "Copy snippet")]
 
-    def __init__(self) -> None:
+    def __init__(self, handle: ServerHandle | None = None) -> None:
         super().__init__()
+        self.handle = handle  # the app's endpoint: loading, serving, or None
         self.history: list[dict[str, str]] = []  # the conversation, sent with each turn
         self.max_tokens = 512
 
     @property
-    def ssd(self) -> "SSDApp":
-        return cast("SSDApp", self.app)
+    def serving(self) -> ServerHandle | None:
+        """The handle, when it answers requests."""
+        return self.handle if self.handle is not None and self.handle.running else None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -112,23 +63,21 @@ class ServeScreen(Screen[None]):
         self.title = "serve"
         self.show_server()
 
-    def on_screen_resume(self) -> None:
-        self.show_server()
-
     def show_server(self, error: str = "") -> None:
-        ep = self.ssd.endpoint
-        running = ep is not None and ep.running
+        ep, running = self.handle, self.serving is not None
         status = self.query_one("#serve-status", Static)
-        if running:
-            assert ep is not None
+        if ep is not None and running:
             status.update(Text.assemble(("serving ", "green"), (ep.model_id, "bold"),
-                                        " at ", (ep.snippets["base_url"], "bold underline")))
+                                        " at ", (ep.base_url, "bold underline")))
             self.query_one("#snippets", TextArea).text = "\n\n".join(
-                f"# {title}\n{text}" for title, text in list(ep.snippets.items())[1:])
+                f"# {title}\n{text}" for title, text in ep.snippets.items()
+                if title != "base_url")
+        elif ep is not None:
+            status.update(Text(f"loading {ep.target}…", style="yellow"))
         else:
             status.update(Text(error, style="red") if error else Text("not serving",
                                                                         style="dim"))
-        self.query_one("#serve-start", Button).disabled = running
+        self.query_one("#serve-start", Button).disabled = ep is not None
         self.query_one("#serve-stop", Button).disabled = not running
         self.query_one("#chat-input", Input).disabled = not running
 
@@ -142,20 +91,21 @@ class ServeScreen(Screen[None]):
         self.query_one("#serve-start", Button).disabled = True
         self.query_one("#serve-status", Static).update(Text(f"loading {target}…",
                                                             style="yellow"))
-        self.ssd.start_endpoint(Endpoint(target, cfg))
+        self.post_message(StartServer(target, cfg))
 
     @on(Button.Pressed, "#serve-stop")
     def stop(self) -> None:
-        self.ssd.stop_endpoint()
+        self.post_message(StopServer())
 
     def on_server_changed(self, message: ServerChanged) -> None:
+        self.handle = message.handle
         self.show_server(message.error)
 
     @on(Input.Submitted, "#chat-input")
     def send(self, event: Input.Submitted) -> None:
-        ep = self.ssd.endpoint
+        ep = self.serving
         text = event.value.strip()
-        if not text or ep is None or not ep.running:
+        if not text or ep is None:
             return
         event.input.value = ""
         log = self.query_one("#chat-log", VerticalScroll)
@@ -163,7 +113,7 @@ class ServeScreen(Screen[None]):
         reply = Static("…", classes="chat-model")
         log.mount(reply)
         self.history.append({"role": "user", "content": text})
-        self.stream_reply(ep.snippets["base_url"], ep.model_id, ep.cfg.api_key,
+        self.stream_reply(ep.base_url, ep.model_id, ep.cfg.api_key,
                           list(self.history), reply)
 
     @work(thread=True, group="chat", exit_on_error=False)
@@ -190,7 +140,7 @@ class ServeScreen(Screen[None]):
         self.app.call_from_thread(self.query_one("#chat-log", VerticalScroll).scroll_end)
 
     def action_copy(self) -> None:
-        ep = self.ssd.endpoint
-        if ep is not None and ep.running:
+        ep = self.serving
+        if ep is not None:
             self.app.copy_to_clipboard(ep.snippets["openai-python"])
             self.notify("copied the openai-python snippet")
