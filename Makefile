@@ -14,7 +14,7 @@ BUILD := build
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test test-fast demo bench llama-server clean
+.PHONY: setup test test-fast demo bench docs llama-server clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ test: setup
 test-fast: setup
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow" tests
+
+# the README's tables of options and presets, generated from the config fields
+docs: setup
+	$(PY) -m ssd_local.cli.docs README.md
 
 bench: setup
 	$(PY) bench/sampling.py

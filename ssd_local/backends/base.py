@@ -1,6 +1,6 @@
 """Contracts between the core and the engines: the request and result dataclasses, and the
-Protocols the core is typed against (a sampling engine, a tokenizer, a trainer). Light
-module: no engine library is imported here."""
+Protocols the core is typed against (a sampling engine, a tokenizer, a scorer, a trainer).
+Light module: no engine library is imported here."""
 
 from __future__ import annotations
 
@@ -98,6 +98,33 @@ class Tokenizer(Protocol):
     def close(self) -> None: ...
 
 
+class Scorer(Protocol):
+    """A model that reads a text and gives the next-token logits at each position (the
+    lens). Opened per model kind: ``registry.open_scorer``."""
+
+    name: str  # "llamacpp" | "torch"
+    eos_id: int | None
+    n_vocab: int  # width of a logit row
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of chat-rendered text (its special tokens parsed, none added), as the
+        sampling engine of this kind tokenizes."""
+
+    def piece(self, token: int) -> str:
+        """A token's text, for display."""
+
+    def context_length(self) -> int: ...
+
+    def logits(self, tokens: Sequence[int], first: int, *, chunk: int
+               ) -> Iterator[tuple[int, Any]]:
+        """The raw logits from which each of ``tokens[first:]`` was drawn: row ``i`` is the
+        distribution at position ``first + i - 1``. Yields ``(i0, rows)`` per forward
+        chunk of at most ``chunk`` tokens: ``rows`` is a float32 numpy array
+        (n, n_vocab) for rows ``i0 .. i0 + n - 1``; chunks of prompt only yield nothing."""
+
+    def close(self) -> None: ...
+
+
 def render_chat(tokenizer: Any, messages: Messages) -> str:
     """The prompt exactly as a Hugging Face tokenizer's chat template renders it, with the
     generation prompt appended (the torch and mlx engines, and endpoint prompts)."""
@@ -105,6 +132,16 @@ def render_chat(tokenizer: Any, messages: Messages) -> str:
         raise UserError("the model has no chat template; SSD needs an instruct or "
                         "thinking (chat) model")
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of chat-rendered prompts (special tokens parsed, none added), each distinct
+    text once: a prompt sampled N times, or one problem's n answers, shares one encoding."""
+    seen: dict[str, list[int]] = {}
+    for t in texts:
+        if t not in seen:
+            seen[t] = tokenizer(t, add_special_tokens=False)["input_ids"]
+    return [seen[t] for t in texts]
 
 
 # -- training ------------------------------------------------------------------------------

@@ -73,16 +73,30 @@ def install(sdist: Path | None = None) -> Path:
     return out
 
 
-def convert(hf_folder: Path, outfile: Path, log: Path, outtype: str = "f16") -> None:
-    """Run the converter in a child process; its output goes to ``log``."""
+def convert(hf_folder: Path, outfile: Path, log: Path, outtype: str = "f16",
+            metadata: dict[str, object] | None = None) -> None:
+    """Run the converter in a child process; its output goes to ``log``. ``metadata``:
+    GGUF keys the converter's ``--metadata`` override sets (e.g. ``general.sampling.*``)."""
+    import json
+
     script = install() / "convert_hf_to_gguf.py"
     log.parent.mkdir(parents=True, exist_ok=True)
+    extra: list[str] = []
+    if metadata:
+        override = outfile.with_name(f".{outfile.name}.metadata.json")
+        override.write_text(json.dumps(metadata))
+        extra = ["--metadata", str(override)]
     with open(log, "a") as f:
-        f.write(f"\n$ convert_hf_to_gguf.py {hf_folder} --outtype {outtype}\n")
+        f.write(f"\n$ convert_hf_to_gguf.py {hf_folder} --outtype {outtype} {' '.join(extra)}"
+                f"\n")
         f.flush()
-        r = subprocess.run([sys.executable, str(script), str(hf_folder), "--outfile",
-                            str(outfile), "--outtype", outtype], stdout=f,
-                           stderr=subprocess.STDOUT)
+        try:
+            r = subprocess.run([sys.executable, str(script), str(hf_folder), "--outfile",
+                                str(outfile), "--outtype", outtype, *extra], stdout=f,
+                               stderr=subprocess.STDOUT)
+        finally:
+            if extra:
+                Path(extra[1]).unlink(missing_ok=True)
     if r.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-30:]
         arch = next((ln for ln in tail if "not supported" in ln.lower()), None)

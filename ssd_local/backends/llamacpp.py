@@ -231,7 +231,11 @@ class LlamaCppEngine:
         if not requests:
             return
         lc = self._lc
-        tokens = [self.tokenize(r.prompt_text) for r in requests]
+        seen: dict[str, list[int]] = {}  # a prompt sampled N times is tokenized once
+        for r in requests:
+            if r.prompt_text not in seen:
+                seen[r.prompt_text] = self.tokenize(r.prompt_text)
+        tokens = [seen[r.prompt_text] for r in requests]
         ctx_train = self.context_length()
         longest = max(len(t) for t in tokens)
         if longest >= ctx_train:

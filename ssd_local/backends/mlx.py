@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import UserError
 from .base import (DEFAULT_BATCH, EngineStats, GenerationRequest, GenerationResult, Messages,
-                   SamplingParams, render_chat)
+                   SamplingParams, encode_prompts, render_chat)
 
 
 def config_overrides(folder: Path) -> dict[str, Any]:
@@ -113,7 +113,7 @@ class MlxEngine:
         from mlx_lm.generate import BatchGenerator
 
         tok = self.tokenizer
-        encoded = [tok(r.prompt_text, add_special_tokens=False)["input_ids"] for r in requests]
+        encoded = encode_prompts(tok, [r.prompt_text for r in requests])
         ctx = self.context_length()
         if max(len(e) for e in encoded) >= ctx:
             raise UserError(f"a prompt is {max(len(e) for e in encoded)} tokens, the model's "

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
-from .base import SamplingEngine, Tokenizer, Trainer
+from .base import SamplingEngine, Scorer, Tokenizer, Trainer
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Entry:
 
 _SAMPLERS: dict[str, Entry] = {}
 _TRAINERS: dict[str, Entry] = {}
+_SCORERS: dict[str, Entry] = {}  # the lens: next-token logits per position
 
 
 def register_sampler(name: str, factory: Callable[[Path], SamplingEngine], *,
@@ -37,6 +38,30 @@ def register_sampler(name: str, factory: Callable[[Path], SamplingEngine], *,
 def register_trainer(name: str, factory: Callable[[], Trainer], *,
                      modules: tuple[str, ...], extra: str) -> None:
     _TRAINERS[name] = Entry(name, factory, modules, extra)
+
+
+def register_scorer(name: str, factory: Callable[[Path], Scorer], *,
+                    modules: tuple[str, ...], extra: str, model_kinds: tuple[str, ...]) -> None:
+    """``factory(path)`` opens the model at ``path`` for the lens (one engine per kind)."""
+    _SCORERS[name] = Entry(name, factory, modules, extra, model_kinds)
+
+
+def scorers() -> dict[str, Entry]:
+    _load_builtins()
+    return dict(_SCORERS)
+
+
+def open_scorer(model_kind: str, path: Path) -> Scorer:
+    """The lens's engine for a model of ``model_kind``: the scorer registered for it."""
+    import importlib.util
+
+    entry = next((e for e in scorers().values() if model_kind in e.model_kinds), None)
+    if entry is None:
+        raise UserError(f"no lens engine reads {model_kind} models")
+    if not all(importlib.util.find_spec(m) is not None for m in entry.modules):
+        raise UserError(f"the lens reads {model_kind} models with {entry.name}, which is not "
+                        f"installed; run `pip install 'ssd-local[{entry.extra}]'`")
+    return entry.factory(path)  # type: ignore[return-value]
 
 
 def samplers() -> dict[str, Entry]:
@@ -84,6 +109,18 @@ def _mlx(path: Path) -> SamplingEngine:
     return MlxEngine(path)
 
 
+def _llamacpp_scorer(path: Path) -> Scorer:
+    from .llamacpp_score import LlamaCppScorer
+
+    return LlamaCppScorer(path)
+
+
+def _torch_scorer(path: Path) -> Scorer:
+    from .torch_score import TorchScorer
+
+    return TorchScorer(path)
+
+
 def _torch_trainer() -> Trainer:
     from .torch_train import TorchTrainer
 
@@ -112,6 +149,10 @@ def _load_builtins() -> None:
                      extra="torch")
     register_trainer("mlx", _mlx_trainer, modules=("mlx", "mlx_lm", "transformers"),
                      extra="mlx")
+    register_scorer("llamacpp", _llamacpp_scorer, modules=("llama_cpp",), extra="llama",
+                    model_kinds=("gguf",))
+    register_scorer("torch", _torch_scorer, modules=("torch", "transformers"), extra="torch",
+                    model_kinds=("hf",))
 
 
 def open_tokenizer(model_kind: str, path: Path) -> Tokenizer:

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Sequence
 
 from ..errors import UserError
 from .base import (DEFAULT_BATCH, EngineStats, GenerationRequest, GenerationResult, Messages,
-                   SamplingParams, render_chat)
+                   SamplingParams, encode_prompts, render_chat)
 
 
 def pick_device(requested: str | None = None) -> tuple[str, Any]:
@@ -101,7 +101,7 @@ class TorchEngine:
 
         torch = self._torch
         tok = self.tokenizer
-        encoded = [tok(r.prompt_text, add_special_tokens=False)["input_ids"] for r in requests]
+        encoded = encode_prompts(tok, [r.prompt_text for r in requests])
         order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
         eos = self._eos
         greedy = params.temperature <= 0

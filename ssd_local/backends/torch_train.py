@@ -36,10 +36,8 @@ from ..config import TrainConfig
 from ..errors import Cancelled
 from .base import IGNORE, Example, StepReport, TrainOutcome, World
 from .hf import HFTokenizer, quiet_transformers
-from .train_common import (latest_checkpoint, lr_at, planned_steps, state_of, total_steps,
-                           write_checkpoint)
-
-LOSS_CHUNK = 2048  # response positions per output-layer chunk
+from .train_common import (LOSS_CHUNK, latest_checkpoint, lr_at, planned_steps, state_of,
+                           total_steps, write_checkpoint)
 
 
 # -- processes ---------------------------------------------------------------------------------

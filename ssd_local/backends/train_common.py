@@ -27,7 +27,10 @@ from ..config import MIN_LR_RATIO, TrainConfig
 from ..errors import UserError
 from .base import StepReport
 
-__all__ = ["StepReport", "plan_epoch", "total_steps", "warmup_steps", "lr_at",
+# Response positions per output-layer chunk of the torch loss (and in the memory estimate).
+LOSS_CHUNK = 2048
+
+__all__ = ["LOSS_CHUNK", "StepReport", "plan_epoch", "total_steps", "warmup_steps", "lr_at",
            "latest_checkpoint", "checkpoint_backend", "prune_checkpoints", "state_of",
            "write_checkpoint", "planned_steps"]
 

@@ -24,7 +24,7 @@ class Decoding:
 
     def short(self) -> str:
         """``T/top-k/top-p`` with '-' for a switched-off truncation (tables)."""
-        return f"{self.temperature:g}/{self.top_k or '-'}/{self.top_p:g}"
+        return f"{_num(self.temperature)}/{self.top_k or '-'}/{_num(self.top_p)}"
 
     def overridden(self, temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None) -> "Decoding":
@@ -39,6 +39,10 @@ class Decoding:
     @classmethod
     def from_dict(cls, d: dict) -> "Decoding":
         return cls(float(d["temperature"]), int(d["top_k"]), float(d["top_p"]))
+
+
+def _num(x: float) -> str:
+    return f"{x:.1f}" if float(x).is_integer() else f"{x:g}"
 
 
 @dataclass(frozen=True)
