@@ -14,6 +14,7 @@ import errno
 import functools
 import marshal
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -189,10 +190,21 @@ def _spawn_marked(marker: str, body: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def no_leftover_dirs():
+def no_leftover_dirs(monkeypatch, tmp_path_factory):
+    """Every job's temp dir is removed. This test's jobs get a temp root of their own
+    (searchable by nobody), so sandboxes that other processes run meanwhile (an eval, a
+    second test run) do not count as leftovers."""
+    tmp_path_factory.getbasetemp()  # pytest's own dirs stay where they are
+    root = tempfile.mkdtemp(prefix="sbx-test-root-")
+    os.chmod(root, 0o711)
+    monkeypatch.setattr(tempfile, "tempdir", root)
     before = _sandbox_dirs()
-    yield
-    assert _sandbox_dirs() - before == set()
+    try:
+        yield
+        assert _sandbox_dirs() - before == set()
+    finally:
+        monkeypatch.undo()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- judging ---------------------------------------------------------------------------------
@@ -371,27 +383,34 @@ def test_root_is_dropped_to_nobody():
 
 def test_the_child_modules_are_stdlib_only_and_compiled_once():
     """The child runs ``python -I -S``: its modules may import the standard library and
-    each other, never ``ssd_local`` (nor anything installed)."""
-    from ssd_local.app.evaluation.sandbox import host
+    each other, never ``ssd_local`` (nor anything installed). They are compiled without
+    docstrings and asserts (``optimize=2``), so they must not rely on ``assert``."""
+    from ssd_local.app.evaluation.sandbox import host, runner
 
     here = Path(host.__file__).resolve().parent
-    for name in host.CHILD_MODULES:
-        tree = ast.parse((here / f"{name}.py").read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                assert node.level == 1, (name, node.module)
-                targets = [node.module] if node.module else [a.name for a in node.names]
-                assert set(targets) <= set(host.CHILD_MODULES), (name, targets)
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                mods = [a.name for a in node.names] if isinstance(node, ast.Import) \
-                    else [node.module or ""]
-                for m in mods:
-                    assert m.split(".")[0] in sys.stdlib_module_names, (name, m)
-    blob = host.runner_code()
-    assert blob is host.runner_code()
-    mods = marshal.loads(blob[10:10 + int(blob[:10])])
-    assert [n for n, _ in mods] == list(host.CHILD_MODULES)
-    assert [c.co_filename for _, c in mods] == [str(here / f"{n}.py") for n, _ in mods]
+    assert set(host.CHILD_MODULES) == set(sb.KINDS) == set(runner.KIND_MODULES)
+    for kind, names in host.CHILD_MODULES.items():
+        assert names[-1] == "runner" and runner.KIND_MODULES[kind] in names
+        for i, name in [(0, "boot"), *enumerate(names)]:
+            tree = ast.parse((here / f"{name}.py").read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                assert not isinstance(node, ast.Assert), (name, node.lineno)
+                if isinstance(node, ast.ImportFrom) and node.level:
+                    assert node.level == 1, (name, node.module)
+                    targets = [node.module] if node.module else [a.name for a in node.names]
+                    assert set(targets) <= set(names[:i]), (kind, name, targets)  # loaded first
+                elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                    mods = [a.name for a in node.names] if isinstance(node, ast.Import) \
+                        else [node.module or ""]
+                    for m in mods:
+                        assert m.split(".")[0] in sys.stdlib_module_names, (name, m)
+        blob = host.runner_code(kind)
+        assert blob is host.runner_code(kind)
+        cut = 10 + int(blob[:10])
+        assert marshal.loads(blob[10:cut]).co_filename == str(here / "boot.py")
+        mods = marshal.loads(blob[cut + 10:cut + 10 + int(blob[cut:cut + 10])])
+        assert [n for n, _ in mods] == list(names)
+        assert [c.co_filename for _, c in mods] == [str(here / f"{n}.py") for n in names]
 
 
 def test_writes_stay_inside_the_temp_dir(tmp_path):
