@@ -17,7 +17,7 @@ from ssd_local import config as C
 PACKAGE = ROOT / "ssd_local"
 CONFIG_DIR = PACKAGE / "config"
 CONFIGS = [C.SampleConfig, C.TrainConfig, C.ExportConfig, C.ServeConfig, C.EvalConfig,
-           C.CompareConfig, C.SandboxLimits]
+           C.CompareConfig, C.LensConfig, C.HandoffConfig, C.PushConfig, C.SandboxLimits]
 LISTS = {"BACKENDS": C.BACKENDS, "TRAIN_BACKENDS": C.TRAIN_BACKENDS,
          "QUANT_TYPES": C.QUANT_TYPES, "STAGES": C.STAGES}
 

@@ -8,11 +8,12 @@ from dataclasses import MISSING, fields
 
 from conftest import ROOT
 from ssd_local.cli import docs
-from ssd_local.config import (CompareConfig, EvalConfig, ExportConfig, SampleConfig,
-                              ServeConfig, TrainConfig)
+from ssd_local.config import (CompareConfig, EvalConfig, ExportConfig, LensConfig,
+                              SampleConfig, ServeConfig, TrainConfig)
 
 README = ROOT / "README.md"
-CLASSES = (SampleConfig, TrainConfig, ExportConfig, ServeConfig, EvalConfig, CompareConfig)
+CLASSES = (SampleConfig, TrainConfig, ExportConfig, ServeConfig, EvalConfig, CompareConfig,
+           LensConfig)
 
 
 def test_generated_blocks_are_current():

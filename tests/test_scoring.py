@@ -138,3 +138,44 @@ def test_builtin_prompts_do_not_overlap_humaneval():
     found = find_overlaps([(p.id, p.text) for p in load_builtin()],
                           load_benchmark("humaneval"))
     assert found == []
+
+
+BARE = Problem("bare", "", "script", prefix="import math\n\n\ndef hyp(a, b):\n",
+               test="def check(f):\n    assert f(3, 4) == 5\n", entry_point="hyp")
+
+
+def test_a_whole_function_answer_passes_where_the_prompt_is_a_bare_def_line():
+    """Before: the answer followed the whole prompt, whose bare `def` line has no body, so a
+    correct answer failed with IndentationError. Now the stub is left out, the imports kept."""
+    answer = "Sure:\n```python\ndef hyp(a, b):\n    return math.sqrt(a * a + b * b)\n```\n"
+    code = answer.split("```python\n")[1].split("```")[0]
+    with pytest.raises(IndentationError):  # the old program: prompt, then the answer
+        compile(BARE.prefix + "\n" + code + "\n\n" + BARE.test, "old", "exec")
+    prog = scoring.program(BARE, answer, chat=True)
+    assert "import math" in prog and prog.count("def hyp(") == 1
+    (g,) = scoring.grade([BARE], {"bare": [answer]}, chat=True)
+    assert g.passed, g
+
+
+def test_the_stub_goes_but_helpers_and_imports_stay():
+    prefix = ('from typing import List\n\n\ndef helper(x):\n    return x * 2\n\n\n'
+              '@functools.cache\ndef f(xs: List[int]) -> int:\n    """Doc."""\n\n\n'
+              'def after():\n    return 1\n')
+    kept = scoring.without_stub(prefix, "f")
+    assert "def f(" not in kept and "functools.cache" not in kept and '"""Doc' not in kept
+    assert "from typing import List" in kept and "def helper" in kept and "def after" in kept
+    assert scoring.without_stub("import os\ndef f(x):\n", "f") == "import os\n"  # no parse
+    assert scoring.defines("def f(x):\n    return x\n", "f")
+    assert scoring.defines("def f(x):\n    return x +\n", "f")  # broken code: by its def line
+    assert not scoring.defines("def g(x):\n    def f(): pass\n", "f")  # nested: not top level
+    body_only = scoring.program(ADD, "```python\n    return a + b\n```", chat=True)
+    exec(body_only, {})  # a fenced body still continues the prompt's stub
+
+
+def test_answers_without_code_are_counted():
+    answers = {"add": ["```python\ndef add(a, b):\n    return a + b\n```", "I cannot help.",
+                       "def add(a, b): return a + b"]}
+    graded = scoring.grade([ADD], answers, chat=True)
+    assert [g.status for g in graded] == ["passed", "no_code", "no_code"]
+    s = scoring.summarise([ADD], graded, [1])
+    assert s["no_code"] == 2 and s["errors"] == {"NoCode": 2}

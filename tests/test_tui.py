@@ -344,19 +344,21 @@ def test_serve_panel_starts_chats_and_stops(smollm2, ssd_home):
 
 def write_compare(run_name: str) -> None:
     """A comparison as ``compare`` writes it: the core's own verdict over a sweep."""
-    from ssd_local.app.evaluation.compare import Point, verdict
+    from ssd_local.app.evaluation.verdict import DISTILLATION, Point, verdict
     from ssd_local.app.runs import Run, atomic_write_json
+    from ssd_local.config import Decoding
 
     with Run.create_or_open(run_name, {"ref": "smollm2-135m",
                                        "identity": "embedded:smollm2-135m"}) as run:
         run.set_stage("sample", "done", summary={"samples": 0})
-    sides = {}
-    for side, scores in (("base", (0.2, 0.4, 0.3)), ("tuned", (0.3, 0.5, 0.6))):
-        sides[side] = [Point(t, {"pass@1": sum(v) / len(v)}, {f"p{i}": x for i, x in
-                                                             enumerate(v)})
-                       for t, v in zip((0.4, 0.8, 1.2), ((s, s, s) for s in scores))]
-    result = verdict(sides, [1]) | {"run": run_name, "benchmark": "humaneval",
-                                    "problems": 3, "samples_per_problem": 1}
+    points = []  # 3 problems x 10 samples; passes per problem give pass@1
+    for side, scores in (("base", (2, 4, 3)), ("tuned", (3, 5, 6))):
+        points += [Point(side, Decoding(t, 20, 0.8), {f"p{i}": (10, c) for i in range(3)})
+                   for t, c in zip((0.4, 0.8, 1.2), scores)]
+    points.append(Point("base", Decoding(1.0, 20, 0.8), {f"p{i}": (10, 1) for i in range(3)},
+                        DISTILLATION))
+    result = verdict(points, [1]) | {"run": run_name, "benchmark": "humaneval",
+                                     "problems": 3, "samples_per_problem": 10}
     run = Run.load(run_name)
     atomic_write_json(run.path / "evals" / "compare-humaneval.json", result)
     atomic_write_json(run.path / "evals" / "humaneval-T1.1-k20-p0.8-abc" / "summary.json",
@@ -374,10 +376,14 @@ def test_evaluation_view_shows_the_sweep_and_summaries(ssd_home):
             await pilot.pause()
             screen = app.screen
             table = screen.query_one("#compare-table", DataTable)
-            assert table.row_count == 3
-            assert [str(c) for c in table.get_row_at(2)] == ["1.2", "30.0%", "60.0% ★"]
+            assert table.row_count == 7  # 3 base, the distillation settings, 3 tuned
+            rows = [[str(c) for c in table.get_row_at(i)] for i in range(7)]
+            assert rows[1] == ["base", "0.8", "20", "0.8", "40.0% ★"]
+            assert rows[3] == ["base, distillation", "1", "20", "0.8", "10.0%"]
+            assert rows[6] == ["tuned", "1.2", "20", "0.8", "60.0% ★"]
             chart = screen.query_one("#compare-chart")
-            assert [s.label for s in chart.series] == ["base", "tuned"]
+            assert [s.label for s in chart.series] == ["base", "tuned",
+                                                       "base at the distillation settings"]
             assert "SSD" in text_of(screen.query_one("#verdict", Static))
             summaries = screen.query_one("#summaries", DataTable)
             assert summaries.row_count == 1 and "pass@1 50.0%" in [

@@ -1,7 +1,10 @@
 """The export stage: ``RUN/merged`` -> f16 GGUF with llama.cpp's own converter -> the
-requested quant types with llama.cpp's quantizer. Each GGUF is loaded and asked for a few
-tokens before it counts as done; sizes and checksums go into the manifest; converter and
-quantizer logs go to ``RUN/logs/export.log``."""
+requested quant types with llama.cpp's quantizer. The GGUF's ``general.sampling.*`` keys
+(what llama.cpp's own tools decode with by default) carry the tuned model's decoding as
+``decoding.tuned`` chooses it: the measured best once ``compare`` ran, else the preset's.
+Each GGUF is loaded and asked for a few tokens before it counts as done; sizes and
+checksums go into the manifest; converter and quantizer logs go to
+``RUN/logs/export.log``."""
 
 from __future__ import annotations
 
@@ -54,7 +57,9 @@ def smoke_test(path: Path) -> str:
 
 def export(run_name: str, cfg: ExportConfig, *, on_event: OnEvent = ignore) -> ExportResult:
     from ..backends import converter
+    from ..backends.gguf_meta import sampling_keys
     from ..backends.llamacpp_quantize import quantize
+    from . import decoding
 
     quants = cfg.quants()
     run = Run.load(run_name)
@@ -72,9 +77,11 @@ def export(run_name: str, cfg: ExportConfig, *, on_event: OnEvent = ignore) -> E
         run.set_stage(STAGE, "running", quants=quants)
         f16 = out_dir / gguf_name(run, "f16")
         if todo and not f16.exists():
-            on_event(Log(f"converting {merged} to GGUF with llama.cpp's converter", STAGE))
+            chosen = decoding.tuned(run)
+            on_event(Log(f"converting {merged} to GGUF with llama.cpp's converter; its "
+                         f"sampling settings: {chosen.describe()}", STAGE))
             tmp = out_dir / f".{f16.name}.tmp"
-            converter.convert(merged, tmp, log)
+            converter.convert(merged, tmp, log, metadata=sampling_keys(chosen.decoding))
             os.replace(tmp, f16)
         for q in todo:
             final = out_dir / gguf_name(run, q)

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import StepReport, Tokenizer, Trainer
+from ..backends.base import Example, StepReport, Tokenizer, Trainer
 from ..config import TrainConfig, flag, from_dict
 from ..errors import Cancelled, UserError
 from ..events import Log, OnEvent, Progress, StageFinished, StageStarted, Warning, ignore
-from . import models
+from . import memory, models
 from .prompts import chat
 from .runs import Run, atomic_write_bytes, read_jsonl_repairing
 from .trainset import DataReport, build_examples
@@ -135,13 +135,17 @@ def _train(run: Run, cfg: TrainConfig, trainer: Trainer, on_event: OnEvent,
                         "sample more prompts")
     main = trainer.world.main
     total, _ = total_steps(len(train_set), cfg)
+    asked, mem = cfg, memory_plan(folder, cfg, trainer, train_set)  # refuses before loading
+    cfg = mem.apply(cfg)
     if main:
-        check_resumable(run, cfg)
-        run.manifest.setdefault("config", {})[STAGE] = {**asdict(cfg), "lr": cfg.peak_lr}
-        run.set_stage(STAGE, "running", data=asdict(rep), world_size=trainer.world.size)
+        check_resumable(run, asked)
+        run.manifest.setdefault("config", {})[STAGE] = {**asdict(asked), "lr": asked.peak_lr}
+        run.set_stage(STAGE, "running", data=asdict(rep), world_size=trainer.world.size,
+                      memory=mem.record())
         on_event(Log(f"training on {rep.train} examples ({rep.val} held out; "
                      f"{rep.dropped_degenerate} degenerate dropped, {rep.truncated} cut at "
                      f"--max-seq-len, {rep.without_end_token} without an end token)", STAGE))
+        on_event(Log(mem.note, STAGE))
     metrics = run.path / "train_metrics.jsonl"
     last = latest_checkpoint(run.path / "checkpoints")
     start = state_of(last)["step"] if last else 0
@@ -161,7 +165,9 @@ def _train(run: Run, cfg: TrainConfig, trainer: Trainer, on_event: OnEvent,
         if _out_of_memory(exc):
             if main:
                 run.set_stage(STAGE, "failed", error="out of memory")
-            raise UserError(f"out of memory while training; lower --batch-size (now "
+            est = f", estimated {mem.estimate.total / memory.GiB:.1f} GiB" \
+                if mem.estimate else ""
+            raise UserError(f"out of memory while training{est}; lower --batch-size (now "
                             f"{cfg.batch_size}) or --max-seq-len (now {cfg.max_seq_len}), or "
                             "add --gradient-checkpointing; rerun to resume from the last "
                             "checkpoint") from None
@@ -171,6 +177,23 @@ def _train(run: Run, cfg: TrainConfig, trainer: Trainer, on_event: OnEvent,
         run.set_stage(STAGE, "done", summary=result.summary())
         on_event(StageFinished(STAGE, "done", result.summary()))
     return result
+
+
+def memory_plan(folder: Path, cfg: TrainConfig, trainer: Trainer,
+                train_set: list[Example]) -> memory.MemoryPlan:
+    """The micro-batch and checkpointing this training runs with, from the estimate of
+    the model at ``folder`` (its config.json; no weights) against the trainer's free
+    memory. Raises ``UserError`` with the fix when nothing allowed fits."""
+    try:
+        dims, why = memory.read_dims(folder), ""
+    except UserError as exc:
+        dims, why = None, str(exc)
+    device = trainer.device()
+    if cfg.fsdp and trainer.world.size > 1:
+        device = replace(device, shards=trainer.world.size)
+    work = memory.Workload(tuple(len(e.input_ids) for e in train_set),
+                           tuple(e.n_response for e in train_set))
+    return memory.plan(dims, cfg, device, work, why)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -224,6 +247,7 @@ def fuse(run_name: str, cfg: TrainConfig | None = None, *, on_event: OnEvent = i
         trainer = _trainer or open_trainer(saved.get("backend", "torch"))
         out = trainer.fuse(folder, run.path, d.as_dict(), full=bool(saved.get("full")))
         run.manifest["recommended_decoding"] = d.as_dict()
+        run.manifest.pop("measured_decoding", None)  # a new tuned model: not measured yet
         run.set_stage(FUSE, "done", path=str(out))
         for f in sorted(Path(out).glob("*.safetensors")):  # one file, or shards
             run.record_artefact(f"merged/{f.name}")

@@ -195,11 +195,29 @@ class World:
         return self.rank == 0
 
 
+@dataclass(frozen=True)
+class TrainDevice:
+    """Where a trainer runs and the memory it may use, for the memory plan the core makes
+    before any weight is loaded (``app/memory.py``)."""
+
+    framework: str  # "torch" | "mlx"
+    kind: str  # "cuda" | "metal" | "cpu"
+    available: int  # bytes free for training now (the smallest over a launch's processes)
+    source: str  # what ``available`` is, for the user: e.g. "available RAM"
+    act_bytes: float | None = None  # per activation element; None: the weights' own dtype
+    weight_bytes: float | None = None  # per weight as loaded; None: as stored
+    shards: int = 1  # processes that split the weights and optimizer state (FSDP)
+
+
 class Trainer(Protocol):
     name: str  # "torch" | "mlx"
     world: World
 
     def tokenizer(self, folder: Path) -> Tokenizer: ...
+
+    def device(self) -> TrainDevice:
+        """The device training will use and its free memory, measured without loading a
+        model (every process of a launch reports the same figure)."""
 
     def train(self, folder: Path, out_dir: Path, cfg: Any, train_set: list[Example],
               val_set: list[Example], *, on_step: Callable[[StepReport], None],

@@ -29,9 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
-import resource
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -44,11 +42,12 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..config import TrainConfig
 from ..errors import Cancelled, UserError
-from .base import IGNORE, Example, StepReport, TrainOutcome, World
+from . import probe
+from .base import IGNORE, Example, StepReport, TrainDevice, TrainOutcome, World
 from .hf import HFTokenizer
 from .mlx import load
-from .train_common import (latest_checkpoint, lr_at, planned_steps, state_of, total_steps,
-                           write_checkpoint)
+from .train_common import (latest_checkpoint, lr_at, peak_rss_mb, planned_steps, state_of,
+                           total_steps, write_checkpoint)
 
 PAD_TO = 32  # widths are padded to 1 + a multiple of this: fewer shapes to compile
 
@@ -185,8 +184,7 @@ def evaluate(model: nn.Module, val_set: list[Example], cfg: TrainConfig, pad_id:
 def peak_memory_mb() -> float:
     if mx.metal.is_available():
         return mx.get_peak_memory() / 2**20
-    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return ru / 2**20 if sys.platform == "darwin" else ru / 1024  # macOS: bytes; Linux: KiB
+    return peak_rss_mb()
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -404,6 +402,18 @@ class MlxTrainer:
 
     def tokenizer(self, folder: Path) -> HFTokenizer:
         return HFTokenizer(folder)
+
+    def device(self) -> TrainDevice:
+        """Metal: MLX's recommended working set, or the available RAM when that is less
+        (unified memory is shared with everything else); the CPU build: available RAM. MLX
+        computes in the weights' own dtype."""
+        ram = probe.available_ram()
+        working = probe.mlx_working_set()
+        if working is not None:
+            if ram is not None and ram < working:
+                return TrainDevice("mlx", "metal", ram, "available unified memory")
+            return TrainDevice("mlx", "metal", working, "MLX's recommended working set")
+        return TrainDevice("mlx", "cpu", ram or 0, "available RAM")
 
     def train(self, folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example],
               val_set: list[Example], *, on_step: Callable[[StepReport], None],

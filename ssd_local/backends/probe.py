@@ -39,3 +39,50 @@ def mlx_metal() -> bool | None:
     import mlx.core as mx
 
     return bool(mx.metal.is_available())
+
+
+# -- memory free for training (the memory plan, app/memory.py) --------------------------------
+def available_ram() -> int | None:
+    """Bytes of RAM a new allocation can get without swapping: Linux's MemAvailable,
+    macOS's free + inactive + speculative + purgeable pages (``vm_stat``), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if shutil.which("vm_stat") is None:
+        return None
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run(["vm_stat"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    page = re.search(r"page size of (\d+) bytes", out)
+    counts = {k.strip(): int(v) for k, v in re.findall(r"^Pages ([^:]+):\s+(\d+)\.", out, re.M)}
+    kept = ("free", "inactive", "speculative", "purgeable")
+    if not page or not any(k in counts for k in kept):
+        return None
+    return int(page.group(1)) * sum(counts.get(k, 0) for k in kept)
+
+
+def cuda_free(index: int) -> tuple[int, str]:
+    """Free memory of CUDA device ``index`` (after this process's own context) and its name."""
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(index)
+    return int(free), torch.cuda.get_device_name(index)
+
+
+def mlx_working_set() -> int | None:
+    """What MLX may use on Metal: the recommended working set less what it holds already
+    (None without Metal)."""
+    if not mlx_metal():
+        return None
+    import mlx.core as mx
+
+    info = (getattr(mx, "device_info", None) or mx.metal.device_info)()
+    return int(info["max_recommended_working_set_size"]) - int(mx.get_active_memory())

@@ -65,6 +65,8 @@ class TorchScorer:
         torch = self._torch
         if not 1 <= first <= len(tokens):
             raise ValueError("first must index a token after the first one")
+        if first == len(tokens):
+            return  # nothing to score
         if len(tokens) > self.context_length():
             raise UserError(f"a text of {len(tokens)} tokens exceeds the model's context "
                             f"({self.context_length()})")

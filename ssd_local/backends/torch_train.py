@@ -7,8 +7,8 @@
 The loss is cross-entropy over response tokens, normalised by the number of response
 tokens in the whole optimizer step (all micro-batches, all processes), so gradient
 accumulation and the number of processes do not change the update. The output layer is
-applied only at response positions, in checkpointed chunks, so the (tokens x vocabulary)
-logits never sit in memory at once.
+applied only at response positions, in checkpointed chunks of a fixed number of logits
+(``loss_chunk``), so the (tokens x vocabulary) logits never sit in memory at once.
 
 Checkpoints hold the trainable weights, AdamW and scheduler state, the RNG state and the
 step; a step's data depends only on its number, so a resumed run replays exactly what an
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import shutil
 import threading
 import time
@@ -34,10 +33,11 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import TrainConfig
 from ..errors import Cancelled
-from .base import IGNORE, Example, StepReport, TrainOutcome, World
+from . import probe
+from .base import IGNORE, Example, StepReport, TrainDevice, TrainOutcome, World
 from .hf import HFTokenizer, quiet_transformers
-from .train_common import (LOSS_CHUNK, latest_checkpoint, lr_at, planned_steps, state_of,
-                           total_steps, write_checkpoint)
+from .train_common import (latest_checkpoint, loss_chunk, lr_at, peak_rss_mb, planned_steps,
+                           state_of, total_steps, write_checkpoint)
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -67,6 +67,22 @@ def device_for(world: World) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+def train_device(world: World) -> TrainDevice:
+    """This process's device, its precision and free memory: CUDA's free memory (after
+    this process's context), else the available RAM shared by the launch's processes.
+    Every process gets the smallest figure, so all of them plan the same batches."""
+    device, dtype = device_for(world)
+    if device.type == "cuda":
+        free, name = probe.cuda_free(device.index or 0)
+        kind, source, size = "cuda", f"free CUDA memory on {name}", 2
+    else:
+        free = (probe.available_ram() or 0) // world.size
+        kind, size = "cpu", 4
+        source = "available RAM" + (f" / {world.size} processes" if world.size > 1 else "")
+    free = int(-all_sum(-float(free), world, op="max"))
+    return TrainDevice("torch", kind, free, source, act_bytes=size, weight_bytes=size)
+
+
 # -- the model ---------------------------------------------------------------------------------
 class ResponseLoss(nn.Module):
     """Backbone + output layer at response positions only; returns the summed token loss.
@@ -87,9 +103,10 @@ class ResponseLoss(nn.Module):
         y = target[keep]
         head = base.get_output_embeddings()
         total = hidden.new_zeros((), dtype=torch.float32)
-        for s in range(0, h.shape[0], LOSS_CHUNK):
-            total = total + checkpoint(_chunk_loss, head.weight, h[s:s + LOSS_CHUNK],
-                                       y[s:s + LOSS_CHUNK], use_reentrant=False)
+        n = loss_chunk(head.weight.shape[0])
+        for s in range(0, h.shape[0], n):
+            total = total + checkpoint(_chunk_loss, head.weight, h[s:s + n], y[s:s + n],
+                                       use_reentrant=False)
         return total
 
 
@@ -180,7 +197,7 @@ def _filler(pad_id: int, device: torch.device) -> dict[str, Any]:
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return peak_rss_mb()
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -386,6 +403,9 @@ class TorchTrainer:
 
     def tokenizer(self, folder: Path) -> HFTokenizer:
         return HFTokenizer(folder)
+
+    def device(self) -> TrainDevice:
+        return train_device(self.world)
 
     def train(self, folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example],
               val_set: list[Example], *, on_step: Callable[[StepReport], None],

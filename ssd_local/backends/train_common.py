@@ -27,10 +27,37 @@ from ..config import MIN_LR_RATIO, TrainConfig
 from ..errors import UserError
 from .base import StepReport
 
-# Response positions per output-layer chunk of the torch loss (and in the memory estimate).
-LOSS_CHUNK = 2048
+# Logits per output-layer chunk of the torch loss, positions x vocabulary entries: 32M, i.e.
+# 128 MiB in fp32 (about 5x that while the chunk's loss is differentiated), whatever the
+# vocabulary. A fixed count of positions would not do: 2,048 positions of a 152k vocabulary
+# are 1.2 GiB of fp32 logits, 5.8 GiB in backward.
+LOSS_CHUNK_LOGITS = 2**25
 
-__all__ = ["LOSS_CHUNK", "StepReport", "plan_epoch", "total_steps", "warmup_steps", "lr_at",
+
+def loss_chunk(vocab: int) -> int:
+    """Response positions per output-layer chunk for a vocabulary of ``vocab`` entries."""
+    return max(64, LOSS_CHUNK_LOGITS // max(vocab, 1))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux: VmHWM, the high-water mark of this
+    process image (``ru_maxrss`` also counts the parent's memory when it was started by
+    fork and exec, as a subprocess of a large process is); elsewhere ``ru_maxrss``."""
+    import resource
+    import sys
+
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return ru / 2**20 if sys.platform == "darwin" else ru / 1024  # macOS: bytes; else KiB
+
+
+__all__ = ["loss_chunk", "peak_rss_mb", "StepReport", "plan_epoch", "total_steps", "warmup_steps", "lr_at",
            "latest_checkpoint", "checkpoint_backend", "prune_checkpoints", "state_of",
            "write_checkpoint", "planned_steps"]
 

@@ -12,13 +12,23 @@ import argparse
 import sys
 from typing import Callable
 
-from ..config import (STAGES, CompareConfig, EvalConfig, ExportConfig, SampleConfig,
-                      ServeConfig, TrainConfig)
+from ..config import (STAGES, CompareConfig, EvalConfig, ExportConfig, HandoffConfig,
+                      LensConfig, PushConfig, SampleConfig, ServeConfig, TrainConfig)
 from ..errors import Cancelled, UserError
 from . import commands as c
 from .options import SHARED, add_config_options
 
 MODEL_HELP = "smollm2-135m, a .gguf file, an HF folder, or a hub id"
+LENS_HELP = (
+    "Score the same texts under the run's base and tuned model and report, per token, "
+    "under (T, top-k, top-p) applied in the paper's order (default: the run's T_train "
+    "decoding): the kept mass inside the truncation set, the tail mass cut away, the "
+    "entropy of the tempered truncated distribution and how many tokens survive. "
+    "Positions are labelled on the BASE model's tempered distribution, so both models are "
+    "compared at the same positions: lock = the top token has probability >= "
+    "--lock-threshold; fork = not a lock, and at least two tokens inside the truncation "
+    "set have >= --fork-threshold each; neither = the rest. SSD should lower the tail mass at locks and keep the head entropy at forks. "
+    "Writes RUN/lens/lens-SOURCE.json (summary and per-token table) and a PNG.")
 
 
 def _stage_commands(sub: argparse._SubParsersAction) -> None:
@@ -43,10 +53,23 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run")
     p.set_defaults(func=c.cmd_fuse)
 
-    p = sub.add_parser("export", help="convert RUN/merged to GGUF and quantize (llama.cpp)")
+    p = sub.add_parser("export", help="convert RUN/merged to GGUF and quantize (llama.cpp); "
+                                      "--to ollama|lmstudio hands the GGUF over")
     p.add_argument("run")
     add_config_options(p, ExportConfig)
+    add_config_options(p, HandoffConfig)
     p.set_defaults(func=c.cmd_export)
+
+    p = sub.add_parser("push", help="upload a run's GGUFs and a model card to the Hugging "
+                                    "Face Hub",
+                       description="Create (or reuse) the model repo ORG/NAME and upload the "
+                                   "run's GGUFs, optionally its merged transformers folder, "
+                                   "and a model card (recipe, decoding, compare results) in "
+                                   "one commit. HF_TOKEN or `hf auth login` as usual.")
+    p.add_argument("run")
+    p.add_argument("repo_id", metavar="ORG/NAME", help="the Hub model repo")
+    add_config_options(p, PushConfig)
+    p.set_defaults(func=c.cmd_push)
 
     p = sub.add_parser("serve", help="OpenAI-compatible endpoint for a run or GGUF (llama.cpp)")
     p.add_argument("target", help="a run name, a .gguf file, or smollm2-135m")
@@ -94,6 +117,13 @@ def _eval_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run")
     add_config_options(p, CompareConfig)
     p.set_defaults(func=c.cmd_compare)
+
+    p = sub.add_parser("lens", help="per token: tail mass at locks, head entropy at forks, "
+                                    "base vs tuned",
+                       description=LENS_HELP)
+    p.add_argument("run")
+    add_config_options(p, LensConfig)
+    p.set_defaults(func=c.cmd_lens)
 
 
 def _info_commands(sub: argparse._SubParsersAction) -> None:

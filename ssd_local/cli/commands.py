@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..config import (CompareConfig, EvalConfig, ExportConfig, SampleConfig, ServeConfig,
-                      TrainConfig)
+from ..config import (CompareConfig, EvalConfig, ExportConfig, HandoffConfig, LensConfig,
+                      PushConfig, SampleConfig, ServeConfig, TrainConfig)
 from ..errors import UserError
 from .options import SHARED, config_from_args
 
@@ -76,9 +76,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..app.export import export
     from . import render as r
 
+    if args.to:
+        return cmd_handoff(args)
     with r.EventRenderer() as on_event:
         result = export(args.run, config_from_args(ExportConfig, args), on_event=on_event)
     r.export_summary(args.run, result)
+    return 0
+
+
+def cmd_handoff(args: argparse.Namespace) -> int:
+    from ..app.handoff import export_to
+    from . import render as r
+    from .handoff_view import handoff_summary
+
+    with r.EventRenderer() as on_event:
+        result = export_to(args.run, config_from_args(ExportConfig, args),
+                           config_from_args(HandoffConfig, args), on_event=on_event)
+    handoff_summary(result)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from ..app.publish import push
+    from . import render as r
+    from .handoff_view import push_summary
+
+    with r.EventRenderer() as on_event:
+        result = push(args.run, args.repo_id, config_from_args(PushConfig, args),
+                      on_event=on_event)
+    push_summary(result)
     return 0
 
 
@@ -148,11 +174,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..app.evaluation.compare import compare
     from . import render as r
+    from .compare_view import compare_table
 
     cfg = config_from_args(CompareConfig, args)
     with r.EventRenderer() as on_event, cancel_on_sigint(on_event) as cancel:
         result = compare(args.run, cfg, on_event=on_event, cancel=cancel)
-    r.compare_table(result, cfg.ks())
+    compare_table(result)
+    return 0
+
+
+def cmd_lens(args: argparse.Namespace) -> int:
+    from ..app.lens.report import run_lens
+    from . import render as r
+
+    cfg = config_from_args(LensConfig, args)
+    with r.EventRenderer() as on_event, cancel_on_sigint(on_event) as cancel:
+        report = run_lens(args.run, cfg, on_event=on_event, cancel=cancel)
+    r.lens_table(report)
     return 0
 
 

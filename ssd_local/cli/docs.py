@@ -12,11 +12,12 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from ..config import (PRESETS, help_of, CompareConfig, EvalConfig, ExportConfig, SampleConfig,
-                      ServeConfig, TrainConfig)
+from ..config import (PRESETS, CompareConfig, EvalConfig, ExportConfig, LensConfig,
+                      SampleConfig, ServeConfig, TrainConfig, help_of)
 
 COMMANDS = (("sample", SampleConfig), ("train", TrainConfig), ("export", ExportConfig),
-            ("serve", ServeConfig), ("eval", EvalConfig), ("compare", CompareConfig))
+            ("serve", ServeConfig), ("eval", EvalConfig), ("compare", CompareConfig),
+            ("lens", LensConfig))
 
 
 def _default(value: object) -> str:

@@ -184,34 +184,58 @@ def eval_summary(result: Any) -> None:
                 + f" ({b['problems']} problems)")
     if s.get("errors"):
         c.print("  failures: " + ", ".join(f"{k} {v}" for k, v in s["errors"].items()))
+    if "no_code" in s:
+        c.print(f"  answers without extractable code: {s['no_code']} of {s['samples']}")
     protections(s.get("sandbox", {}))
     c.print(f"per-sample results: {result.folder / 'results.jsonl'}")
 
 
-def compare_table(r: Any, ks: list[int]) -> None:
+LENS_ROWS = (("tail mass at lock positions", "tail_mass_at_lock"),
+             ("head entropy at fork positions (nats)", "head_entropy_at_fork"),
+             ("kept mass, all positions", "kept_mass"),
+             ("surviving tokens at fork positions", "survivors_at_fork"),
+             ("top-token probability at locks", "top_prob_at_lock"),
+             ("head entropy, all positions (nats)", "head_entropy"),
+             ("surviving tokens, all positions", "survivors"),
+             ("text tokens inside the truncation set", "in_set"),
+             ("mean -log p of the text (T=1)", "nll"))
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def lens_table(report: Any) -> None:
+    """``ssd-local lens``: base vs tuned at the same (base-labelled) positions."""
     from rich.table import Table
 
-    c = console()
-    table = Table(title=f"{r.run} on {r.benchmark}: {r.problems} problems x "
-                        f"{r.samples_per_problem} samples")
-    table.add_column("T", justify="right")
-    for k in ks:
-        table.add_column(f"base pass@{k}", justify="right")
-        table.add_column(f"tuned pass@{k}", justify="right")
-    best = {"base": r.base_best, "tuned": r.tuned_best}
-    for row in r.rows:
-        cells = [f"{row['temperature']:g}"]
-        for k in ks:
-            for side in ("base", "tuned"):
-                v = row.get(f"{side} pass@{k}")
-                mark = best[side]["temperature"] == row["temperature"] and k == 1
-                text = "-" if v is None else f"{100 * v:.1f}%"
-                cells.append(f"[bold]{text}*[/]" if mark else text)
-        table.add_row(*cells)
+    s, c = report.summary, console()
+    lab = s["labels"]
+    table = Table(title=f"lens of {report.run}: {s['positions']} tokens of {s['texts']} "
+                        f"texts ({lab['lock']} lock, {lab['fork']} fork, {lab['neither']} "
+                        "neither)")
+    table.add_column("measure")
+    for name in ("base", "tuned", "tuned - base (95% interval over texts)"):
+        table.add_column(name, justify="right")
+    for title, key in LENS_ROWS:
+        d = s["difference"].get(key)
+        diff = "" if d is None or d["value"] is None else f"{d['value']:+.4g}" + (
+            f"  [{d['ci95'][0]:+.3g}, {d['ci95'][1]:+.3g}]" if d["ci95"] else "")
+        table.add_row(title, _num(s["base"].get(key)), _num(s["tuned"].get(key)), diff)
+    own = s["tuned"]["own_labels"]
+    table.add_row("[dim]tuned's own lock / fork count[/]",
+                  f"{s['base']['own_labels']['lock']} / {s['base']['own_labels']['fork']}",
+                  f"{own['lock']} / {own['fork']}", "")
     c.print(table)
-    c.print("[dim]* best setting of each model (pass@1)[/]")
-    c.print(f"[bold]{r.verdict}[/]")
-    c.print(f"plot: {r.plot}")
+    cmp = report.comparison
+    c.print(f"texts: {report.source}")
+    c.print(f"decoding: {report.decoding.describe()} ({report.decoding_source})")
+    c.print(f"base: {cmp.base.model} ({cmp.base.engine}); tuned: {cmp.tuned.model} "
+            f"({cmp.tuned.engine})")
+    for note in report.notes:
+        c.print(f"[dim]{note}[/]")
+    c.print(f"[dim]rule: {report.rule}[/]")
+    c.print(f"table: {report.json_path}\nplot:  {report.png_path}")
 
 
 STATE_COLOUR = {"done": "green", "running": "yellow", "cancelled": "magenta", "failed": "red",

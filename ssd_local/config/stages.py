@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..errors import UserError
-from .parts import (QUANT_TYPES, TRAIN_BACKENDS, Generation, SandboxOptions, opt,
-                    require_choice, require_positive)
+from .parts import (QUANT_TYPES, TRAIN_BACKENDS, DecodingOptions, Generation, SandboxOptions,
+                    flag, opt, require_choice, require_positive)
 from .presets import PRESETS, SYSTEM_PROMPT, Decoding, detect_preset, preset
 
 
@@ -77,6 +77,9 @@ class SampleConfig(Generation):
 LR_FULL = 5e-6
 LR_LORA = 2e-4
 MIN_LR_RATIO = 0.2  # the paper decays 5e-6 -> 1e-6
+# The micro-batch training starts from when --batch-size is left to the memory plan
+# (app/memory.py): kept when the estimate fits, else halved after gradient checkpointing.
+AUTO_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,9 @@ class TrainConfig:
     weight_decay: float = opt(0.1, "AdamW weight decay (paper: 0.1)", metavar="W")
     epochs: float = opt(1.0, "passes over the samples (ignored with --max-steps)", metavar="E")
     max_steps: int | None = opt(None, "stop after this many optimizer steps", metavar="N")
-    batch_size: int = opt(4, "examples per forward pass (per process)", metavar="N")
+    batch_size: int | None = opt(None, f"examples per forward pass (per process); default "
+                                 f"auto: {AUTO_BATCH} when the memory estimate fits, else "
+                                 "halved until it does", metavar="N")
     effective_batch: int = opt(32, "examples per optimizer step, reached by gradient "
                                "accumulation (paper: 32)", metavar="N")
     max_seq_len: int = opt(4096, "longer examples are cut (paper: 65,536)", metavar="N")
@@ -103,7 +108,13 @@ class TrainConfig:
                         "on CPU); pack: concatenate examples, attention kept inside each (pays "
                         "off with flash attention on GPU); none: padded in sample order",
                         choices=("group", "pack", "none"))
-    gradient_checkpointing: bool = opt(False, "recompute activations to save memory")
+    gradient_checkpointing: bool | None = opt(
+        None, "recompute activations to save memory; default auto: off when the memory "
+              "estimate fits without it, else on (--no-gradient-checkpointing: never)")
+    memory_limit_gb: float | None = opt(
+        None, "memory training may use, in GiB, instead of what the backend reports (free "
+              "CUDA memory, MLX's recommended working set, or available RAM); the automatic "
+              "settings fit this, and training that cannot is refused", metavar="GB")
     save_every: int = opt(50, "checkpoint every N optimizer steps", metavar="N")
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep", metavar="N")
     val_fraction: float = opt(0.05, "share of prompts held out for validation loss",
@@ -126,15 +137,19 @@ class TrainConfig:
 
     RESUMABLE_CHANGES = ("max_steps", "epochs", "save_every", "keep_checkpoints",
                          "eval_every", "t_eval", "eval_top_k", "eval_top_p",
-                         "gradient_checkpointing", "batch_size")
+                         "gradient_checkpointing", "batch_size", "memory_limit_gb")
 
     @property
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else (LR_FULL if self.full else LR_LORA)
 
     def validate(self) -> None:
-        require_positive(self, "lora_rank", "lora_alpha", "batch_size", "effective_batch",
+        require_positive(self, "lora_rank", "lora_alpha", "effective_batch",
                          "max_seq_len", "save_every", "keep_checkpoints", "eval_every")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError("--batch-size must be at least 1")
+        if self.memory_limit_gb is not None and self.memory_limit_gb <= 0:
+            raise UserError("--memory-limit-gb must be positive")
         if self.max_steps is not None and self.max_steps < 1:
             raise UserError("--max-steps must be at least 1")
         if self.epochs <= 0:
@@ -151,7 +166,7 @@ class TrainConfig:
         if self.backend is not None and self.backend not in TRAIN_BACKENDS:
             raise UserError(f"unknown --backend '{self.backend}' for training; choose one of: "
                             + ", ".join(TRAIN_BACKENDS))
-        if self.effective_batch < self.batch_size:
+        if self.batch_size is not None and self.effective_batch < self.batch_size:
             raise UserError(f"--effective-batch {self.effective_batch} is smaller than "
                             f"--batch-size {self.batch_size}; raise it or lower --batch-size")
 
@@ -260,6 +275,23 @@ DEFAULT_SWEEP = "0.2,0.4,0.6,0.8,1.0,1.2,1.4"
 class CompareConfig(EvalConfig):
     temperatures: str = opt(DEFAULT_SWEEP, "the temperature sweep, comma-separated",
                             metavar="LIST")
+    base_grid: bool = opt(False, "also decode the base model at every temperature over a "
+                          "top-k x top-p grid (--base-grid-top-k x --base-grid-top-p), so the "
+                          "verdict is against the best-tuned base, as the paper argues; off: "
+                          "the base keeps its own top-k/top-p")
+    base_grid_top_k: str = opt("0,20", "--base-grid's top-k values, comma-separated (0 = off)",
+                               metavar="LIST")
+    base_grid_top_p: str = opt("0.8,0.95,1", "--base-grid's top-p values, comma-separated "
+                               "(1 = off)", metavar="LIST")
+    adopt: bool = opt(True, "write the tuned model's measured best decoding to the run: "
+                      "serve, eval, export and the run's GGUFs use it from then on "
+                      "(--no-adopt: only report)")
+
+    def grid_top_k(self) -> list[int]:
+        return _numbers(self.base_grid_top_k, int, "base_grid_top_k", 0, 10**6)
+
+    def grid_top_p(self) -> list[float]:
+        return _numbers(self.base_grid_top_p, float, "base_grid_top_p", 0.0, 1.0)
 
     def sweep(self) -> list[float]:
         try:
@@ -275,3 +307,63 @@ class CompareConfig(EvalConfig):
     def validate(self) -> None:
         super().validate()
         self.sweep()
+        self.grid_top_k()
+        self.grid_top_p()
+
+
+def _numbers(text: str, kind: type, name: str, low: float, high: float) -> list:
+    """A comma-separated list of ``kind`` values in [low, high], sorted, without repeats."""
+    try:
+        values = sorted({kind(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise UserError(f"{flag(name)} {text!r} is not a list of numbers") from None
+    if not values or values[0] < low or values[-1] > high or (kind is float and values[0] <= 0):
+        raise UserError(f"{flag(name)} needs values in {low:g}..{high:g}"
+                        + (" (above 0)" if kind is float else ""))
+    return values
+
+
+@dataclass(frozen=True)
+class LensConfig(DecodingOptions):
+    """``ssd-local lens RUN``: kept and tail mass, head entropy and survivors per token,
+    under the base and the tuned model, at lock and fork positions (the rule is in
+    ``app/lens.py``)."""
+
+    source: str = opt("samples", "texts to score: samples (the run's own, i.e. its training "
+                      "data), eval:FOLDER (the answers in RUN/evals/FOLDER), or a .jsonl "
+                      "file of prompt (or prompt_text) and completion pairs", metavar="SRC")
+    limit: int = opt(16, "score the first N texts (0: all)", metavar="N")
+    max_tokens: int = opt(1024, "score at most N tokens of each completion (the rest is "
+                          "cut, and counted)", metavar="N")
+    lock_threshold: float = opt(0.9, "lock: the base model's top token has at least this "
+                                "tempered probability", metavar="P")
+    fork_threshold: float = opt(0.1, "fork: not a lock, and at least two tokens inside the "
+                                "base model's truncation set each have at least this "
+                                "tempered probability", metavar="P")
+    chunk: int = opt(256, "tokens per forward pass (llama.cpp's n_batch); progress is "
+                     "reported per chunk", metavar="N")
+    base: str | None = opt(None, "the base model (default: the model the run started from)",
+                           metavar="MODEL")
+    tuned: str | None = opt(None, "the tuned model (default: the run's merged folder, else "
+                            "its most precise GGUF)", metavar="MODEL")
+    HELP = {
+        "temperature": "T of the measured decoding, applied first (default: the run's "
+                       "T_train, from its recorded sample config)",
+        "top_k": "then top-k; 0 = off (default: the run's, as for --temperature)",
+        "top_p": "then top-p; 1.0 = off (default: the run's, as for --temperature)",
+    }
+
+    def validate(self) -> None:
+        self.validate_decoding()
+        if self.temperature is not None and self.temperature <= 0:
+            raise UserError("--temperature 0 is greedy decoding, which truncates nothing "
+                            "worth measuring; give the sampling temperature (e.g. T_train)")
+        require_positive(self, "max_tokens", "chunk")
+        if self.limit < 0:
+            raise UserError("--limit must be 0 (all texts) or more")
+        for name in ("lock_threshold", "fork_threshold"):
+            if not 0 < getattr(self, name) < 1:
+                raise UserError(f"{flag(name)} must be a probability in (0, 1)")
+        if self.lock_threshold + self.fork_threshold > 1:
+            raise UserError("--lock-threshold plus --fork-threshold must not exceed 1 (a "
+                            "lock leaves at most 1 - lock to every other token)")

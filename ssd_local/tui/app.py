@@ -33,6 +33,7 @@ from .screens.dashboard import DashboardScreen
 from .screens.distill import DistillScreen
 from .screens.evals import EvalsScreen
 from .screens.home import HomeScreen
+from .screens.lens import LensScreen
 from .screens.samples import SamplesScreen
 from .screens.serve import ServeScreen
 
@@ -75,6 +76,7 @@ class SSDApp(App[None]):
         Binding("n", "new_run", "New run"),
         Binding("d", "dashboard", "Dashboard"),
         Binding("e", "evals", "Evals"),
+        Binding("l", "lens", "Lens", show=False),
         Binding("v", "serve", "Serve"),
         Binding("h", "home", "Home"),
     ]
@@ -118,13 +120,16 @@ class SSDApp(App[None]):
             self.pop_screen()
 
     def action_new_run(self, model: str | None = None) -> None:
-        self.goto(DistillScreen(model))
+        self.goto(DistillScreen(model, self.hardware))
 
     def action_dashboard(self) -> None:
         self.goto("dashboard")
 
     def action_evals(self) -> None:
         self.goto(EvalsScreen())
+
+    def action_lens(self) -> None:
+        self.goto(LensScreen())
 
     def action_serve(self) -> None:
         self.goto(ServeScreen(self.endpoint))
@@ -148,6 +153,8 @@ class SSDApp(App[None]):
         yield SystemCommand("Dashboard", "Progress of the current run", self.action_dashboard)
         yield SystemCommand("Evaluations", "Base vs tuned pass@1, eval summaries",
                             self.action_evals)
+        yield SystemCommand("Lens", "Base vs tuned per token: tail mass at locks, entropy "
+                            "at forks", self.action_lens)
         yield SystemCommand("Serve", "OpenAI-compatible endpoint and chat",
                             self.action_serve)
         yield SystemCommand("Home", "Runs, models and hardware", self.action_home)

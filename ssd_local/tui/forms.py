@@ -55,7 +55,11 @@ class FieldRow(Vertical):
         default = None if default is MISSING else default
         with Horizontal(classes="field-line"):
             yield Label(label_of(self.field.name), classes="field-label")
-            if self.type is bool:
+            if self.type is bool and self.optional:  # on / off / auto (None)
+                yield Select([("on", True), ("off", False)], id=self.input_id,
+                             value=Select.NULL if default is None else default,
+                             allow_blank=True, prompt="auto", compact=True)
+            elif self.type is bool:
                 yield Checkbox(value=bool(default), id=self.input_id, compact=True)
             elif meta.get("choices"):
                 yield Select([(c, c) for c in meta["choices"]], id=self.input_id,

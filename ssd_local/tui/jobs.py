@@ -197,3 +197,12 @@ def compare_job(run: str, cfg: Any) -> Job:
     return Job(f"compare {run} on {cfg.benchmark}", "compare",
                lambda on_event, cancel: compare(run, cfg, on_event=on_event, cancel=cancel),
                run)
+
+
+def lens_job(run: str, cfg: Any) -> Job:
+    """``lens`` for ``run`` with a ``LensConfig``: base vs tuned per token."""
+    from ..app.lens.report import run_lens
+
+    return Job(f"lens {run} on {cfg.source}", "lens",
+               lambda on_event, cancel: run_lens(run, cfg, on_event=on_event, cancel=cancel),
+               run)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import UserError
+from ...errors import UserError
 
 KINDS = ("script", "stdio", "call")
 

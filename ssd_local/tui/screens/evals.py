@@ -1,5 +1,7 @@
 """Evaluations: base vs tuned across the temperature sweep (the core's ``comparisons()``)
-as a table and a pass@1 chart, every evaluation's summary (``eval_summaries()``), and a
+as a table (every evaluation: the base at its own top-k/top-p, its grid points with
+``--base-grid``, the base at the distillation settings, the tuned model; each model's best
+starred) and a pass@1 chart, every evaluation's summary (``eval_summaries()``), and a
 form that asks the app to run ``compare`` for a run in a worker."""
 
 from __future__ import annotations
@@ -22,11 +24,67 @@ from ..messages import StartJob
 from ..widgets import Chart, Series
 
 # The comparison's knobs shown in the form; the rest keep the config's defaults.
-COMPARE_KEYS = ("benchmark", "limit", "n", "k", "max_new_tokens")
+COMPARE_KEYS = ("benchmark", "limit", "n", "k", "max_new_tokens", "base_grid")
 
 
 def pct(v: Any) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def rows_of(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """A comparison's rows; one written before rows had a model (one row per temperature,
+    base and tuned side by side) becomes two rows of unknown top-k/top-p."""
+    out = []
+    for row in r.get("rows", []):
+        if "model" in row:
+            out.append(row)
+            continue
+        for side in ("base", "tuned"):
+            out.append({"model": side, "role": "sweep", "temperature": row["temperature"],
+                        "top_k": None, "top_p": None, "pass@1": row.get(f"{side} pass@1")})
+    return out
+
+
+def truncation(row: dict[str, Any], key: str = "top_k") -> str:
+    v = row.get(key)
+    if v is None:
+        return "?"
+    off = v == 0 if key == "top_k" else v >= 1
+    return "off" if off else f"{v:g}"
+
+
+def row_label(row: dict[str, Any]) -> str:
+    if row.get("distillation"):
+        return "base, distillation"
+    return row["model"] + (" (grid)" if row.get("role") == "grid" else "")
+
+
+def row_order(row: dict[str, Any]) -> tuple:
+    return (row["model"] != "base", bool(row.get("distillation")), row.get("role") != "sweep",
+            row["temperature"], row.get("top_k") or 0, row.get("top_p") or 1.0)
+
+
+def is_best(row: dict[str, Any], r: dict[str, Any]) -> bool:
+    b = r.get(f"{row['model']}_best") or {}
+    return all(b.get(k) == row.get(k) for k in ("temperature", "top_k", "top_p") if k in b)
+
+
+def chart_series(r: dict[str, Any]) -> list[Series]:
+    """pass@1 against T: the base at its own top-k/top-p, the tuned model (each with its
+    best marked), the base at the distillation settings as one marked point."""
+    out = []
+    for side, style in (("base", "grey70"), ("tuned", "dodger_blue1")):
+        rows = sorted((x for x in rows_of(r) if x["model"] == side
+                       and x.get("role") == "sweep"), key=lambda x: x["temperature"])
+        b = r.get(f"{side}_best") or {}
+        out.append(Series(side, tuple((x["temperature"], 100 * (x.get("pass@1") or 0))
+                                      for x in rows), style,
+                          (b["temperature"], 100 * (b.get("pass@1") or 0)) if b else None))
+    s = r.get("distillation_settings") or {}
+    if s:
+        p = (s["temperature"], 100 * (s.get("pass@1") or 0))
+        out.append(Series("base at the distillation settings", (p,), "red3", p))
+    return out
 
 
 class EvalsScreen(Screen[None]):
@@ -66,8 +124,8 @@ class EvalsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.title = "evaluations"
-        self.query_one("#compare-table", DataTable).add_columns("T", "base pass@1",
-                                                                "tuned pass@1")
+        self.query_one("#compare-table", DataTable).add_columns("model", "T", "top-k",
+                                                                "top-p", "pass@1")
         self.query_one("#summaries", DataTable).add_columns(
             "evaluation", "target", "benchmark", "pass@k", "problems x samples")
         self.action_reload()
@@ -99,23 +157,15 @@ class EvalsScreen(Screen[None]):
         if self.shown is None:
             return
         r = self.found[value].data
-        best = {side: r.get(f"{side}_best", {}).get("temperature") for side in ("base",
-                                                                                 "tuned")}
-        for row in r.get("rows", []):
-            t = row["temperature"]
-            table.add_row(f"{t:g}", *(pct(row.get(f"{side} pass@1"))
-                                      + (" ★" if best[side] == t else "")
-                                      for side in ("base", "tuned")))
-        self.query_one("#compare-chart", Chart).series = [
-            Series(side, tuple((row["temperature"], 100 * (row.get(f"{side} pass@1") or 0))
-                               for row in r.get("rows", [])), style,
-                   (best[side], 100 * (r.get(f"{side}_best", {}).get("pass@1") or 0))
-                   if best[side] is not None else None)
-            for side, style in (("base", "grey70"), ("tuned", "dodger_blue1"))]
+        for row in sorted(rows_of(r), key=row_order):
+            star = " ★" if is_best(row, r) else ""
+            table.add_row(row_label(row), f"{row['temperature']:g}", truncation(row),
+                          truncation(row, "top_p"), pct(row.get("pass@1")) + star)
+        self.query_one("#compare-chart", Chart).series = chart_series(r)
         self.query_one("#verdict", Static).update(
             f"[b]{r.get('verdict', '')}[/]\n[dim]{r.get('problems')} problems x "
             f"{r.get('samples_per_problem')} samples on {r.get('benchmark')}; "
-            "★ each model's best temperature[/]")
+            "★ each model's best setting[/]")
 
     @on(Button.Pressed, "#run-compare")
     def run_compare(self) -> None:
