@@ -29,6 +29,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 import repro_task as rt  # noqa: E402
 
 COLOURS = {"base": "#7f7f7f", "tuned": "#1f77b4"}
+TICKS = {"base_best": "T={T:g}\n(the base's best)",
+         "T=1.0": "T={T:g}\n(forks count as\nlocks here)",
+         "T_train": "T={T:g}\n(T_train)", "tuned_best": "T={T:g}\n(the tuned's best)"}
 
 
 def figure(res: dict, out: Path) -> None:
@@ -50,8 +53,10 @@ def figure(res: dict, out: Path) -> None:
         b = res["cells"][f"{label}@{res['best'][label]}"]
         ax.plot([b["T"]], [b["pass@10"]], marker="*", ms=16, color=c, mec="black", mew=0.7,
                 ls="none")
-        ax.annotate(f"best {b['pass@10']:.3f}\nT={b['T']:g}", (b["T"], b["pass@10"]),
-                    xytext=(0, 12), textcoords="offset points", ha="center", fontsize=8)
+        ax.annotate(f"{name} best\n{b['pass@10']:.3f} at T={b['T']:g}",
+                    (b["T"], b["pass@10"]), xytext=(-50, 22) if label == "base" else (-10, 16),
+                    textcoords="offset points", ha="center", fontsize=8,
+                    arrowprops=dict(arrowstyle="-", color=c, lw=0.7))
     g = res["tuned_best_minus_base_best"]["pass@10"]
     ax.set_title(f"pass@10 over 256 problems (n=20, top-k {rt.TOP_K}, top-p {rt.TOP_P})\n"
                  f"tuned best - base best = {g['value']:+.3f}, paired 95% CI "
@@ -63,7 +68,8 @@ def figure(res: dict, out: Path) -> None:
     ax.plot([], [], color="black", ls=":", lw=1, label="exact, from the model's own logits")
     ax.legend(fontsize=8, loc="lower right")
 
-    lens = [(name, L) for name, L in res["lens"].items() if L["base"] is not None]
+    lens = [(name, res["lens"][name]) for name in TICKS
+            if name in res["lens"] and res["lens"][name]["base"] is not None]
     x = range(len(lens))
     for j, side in enumerate(("base", "tuned")):
         vals = [L[side] for _, L in lens]
@@ -73,14 +79,14 @@ def figure(res: dict, out: Path) -> None:
             bx.annotate(f"{v:.1e}", (rect.get_x() + rect.get_width() / 2, v), xytext=(0, 2),
                         textcoords="offset points", ha="center", fontsize=7)
     bx.set_yscale("log")
-    bx.set_ylim(1e-9, 1)
-    bx.set_xticks(list(x), [f"{name.replace('_', ' ')}\nT={L['T']:g}" for name, L in lens],
+    bx.set_ylim(1e-9, 30)
+    bx.set_xticks(list(x), [TICKS.get(name, name).format(T=L["T"]) for name, L in lens],
                   fontsize=8)
     bx.set_ylabel("mean tail mass at lock positions")
     bx.set_title("the lens: what truncation cuts at locks,\nsame decoding for both models",
                  fontsize=9)
     bx.grid(alpha=0.3, axis="y")
-    bx.legend(fontsize=8, loc="upper right")
+    bx.legend(fontsize=8, loc="upper center", ncol=2)
     fig.suptitle("Controlled SSD reproduction (design v1): a hand-wired bigram model with "
                  "fork and lock positions, through the product's pipeline", fontsize=10)
     fig.tight_layout()

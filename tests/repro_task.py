@@ -347,7 +347,7 @@ def _digest(obj: Any) -> str:
 
 
 def samples_digest(samples: list[dict[str, Any]]) -> str:
-    """sha256 of the SSD data: (prompt id, sample index, completion) in order."""
+    """sha256 of the SSD data: its (prompt id, sample index, completion) triples, sorted."""
     return _digest(sorted((s["prompt_id"], s["sample_index"], s["completion"])
                           for s in samples))
 

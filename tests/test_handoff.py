@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -152,15 +151,18 @@ SPACED = THINKING.replace("<think>\\n", "").replace("'<|im_end|>\\n'", "'<|im_en
 
 
 @pytest.mark.parametrize("template,tokens,eos,bos,expect", [
-    (SMOLLM2, None, 2, None,
+    (SMOLLM2, None, 2, 1,  # SmolLM2's GGUF names <|im_start|> as its BOS
      (OLLAMA_CHATML, "You are a helpful AI assistant named SmolLM, trained by Hugging Face")),
+    ("{{ bos_token }}" + THINKING.replace("<think>\\n", ""), ["<s>", "<|im_start|>",
+                                                            "<|im_end|>"], 2, 0,
+     (OLLAMA_CHATML, None)),
     (QWEN25, None, 2, None,
      (OLLAMA_CHATML, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")),
     (THINKING, None, 2, None, (OLLAMA_CHATML + "<think>\n", None)),
     (LLAMA3, LLAMA3_TOKENS, 3, 0, (None, None)),
     (SPACED, None, 2, None, (None, None)),
     (None, None, 2, None, (None, None)),
-], ids=["smollm2", "qwen2.5-tools", "thinking-tail", "llama3", "not-quite-chatml", "none"])
+], ids=["smollm2", "chatml-with-bos", "qwen2.5-tools", "thinking-tail", "llama3", "not-quite-chatml", "none"])
 def test_template_choice(tmp_path, template, tokens, eos, bos, expect):
     kw = {"tokens": tokens} if tokens else {}
     chat = read_chat(write_gguf(tmp_path / "m.gguf", template, eos=eos, bos=bos, **kw))
@@ -373,3 +375,22 @@ def test_handoff_mistakes_are_one_line(tmp_path):
     shutil.rmtree(root / "merged")
     assert "no merged model yet" in _one_error(run_cli(
         "export", "bare", "--to", "ollama", env=env, timeout=120))
+
+
+def test_the_real_smollm2_gguf(smollm2, monkeypatch):
+    """The embedded SmolLM2-135M-Instruct GGUF (98 MB, its real header and vocabulary) as a
+    run's GGUF: its template is found ChatML and the Modelfile is the one above."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    root = make_run("r")
+    gguf = root / "gguf" / "r-q4_k_m.gguf"
+    gguf.unlink()
+    os.link(smollm2, gguf)
+    from ssd_local.app.runs import Run
+
+    Run.load("r").record_artefact("gguf/r-q4_k_m.gguf", quant="q4_k_m")
+    chat = read_chat(gguf)
+    assert (chat.eos, chat.meta["general.architecture"]) == ("<|im_end|>", "llama")
+    assert chat.template == SMOLLM2
+    _handoff(to="ollama")
+    cmds = dict(parse_modelfile((root / "ollama" / "Modelfile").read_text()))
+    assert cmds["TEMPLATE"] == OLLAMA_CHATML and cmds["SYSTEM"] == SYSTEM_PROMPT

@@ -27,8 +27,9 @@ the mechanism is known to be the whole story: truncation at T_train removes the 
 from the data, fine-tuning on that data pushes them down in the model, and the tuned model
 can then be decoded hotter for more pass@k at the forks. A bug that breaks sampling's
 truncation, the trainer's fit, the fusing, the engine's decoding settings, the sandbox's
-verdicts or the estimators would show here (the design's negative controls, no truncation
-and the paper's 5e-6 learning rate, both fail as predicted).
+verdicts or the estimators would show here; the test can fail, and fails for the
+mechanism's reasons: the design's negative controls (``bench/reproduction.py --control
+no-truncation`` or ``paper-lr``) fail as predicted.
 
 What it does NOT prove: that SSD helps a real code model, or by how much. The task, its
 distributions, the learning rate (1e-2, not the paper's 5e-6) and both temperature grids

@@ -15,9 +15,10 @@ any asked type is missing (it skips what is done), and not at all when every one
   "models directory" set in the app), else ``HOME/models``. The file arrives as a hard link
   (no copy, no extra disk), or, across file systems, a copy; either is made under a
   temporary name in the target folder and renamed into place, so LM Studio never sees a
-  half-written file. With the ``lms`` CLI on PATH (and no ``--lmstudio-models``), ``lms
-  import -y --user-repo PUBLISHER/MODEL --hard-link GGUF`` does the linking instead; ``lms``
-  copies without a temporary name, so when its hard link fails the copy is made here.
+  half-written file. With the ``lms`` CLI (on PATH, or in the home's ``bin/`` where LM
+  Studio installs it) and no ``--lmstudio-models``, ``lms import -y --user-repo
+  PUBLISHER/MODEL --hard-link GGUF`` does the linking instead; ``lms`` copies without a
+  temporary name, so when its hard link fails the copy is made here.
   A file already in place with the same content is left alone; a different one (the run
   was re-exported, or ``compare`` rewrote its sampling metadata) is replaced.
 """
@@ -143,11 +144,14 @@ def to_lmstudio(run: Run, gguf: Path, cfg: HandoffConfig,
              f"{d.temperature:g}, top-k {d.top_k} (0 = off), top-p {d.top_p:g}, min-p 0 and "
              "repeat penalty 1 in the app (the GGUF also carries them as general.sampling.*, "
              "which llama.cpp's own tools read)"]
-    result = lambda how, cmd=None: HandoffResult(  # noqa: E731
-        "lmstudio", name, gguf, target, cmd, cmd is not None, how, chosen, notes)
+
+    def result(how: str, command: list[str] | None = None) -> HandoffResult:
+        return HandoffResult("lmstudio", name, gguf, target, command, command is not None,
+                             how, chosen, notes)
+
     if _same_file(gguf, target):
         return result(f"already in LM Studio's models folder ({models})")
-    lms = shutil.which("lms")
+    lms = shutil.which("lms") or shutil.which("lms", path=str(lmstudio_home() / "bin"))
     if lms and not cfg.lmstudio_models and not target.exists():
         command = [lms, "import", "-y", "--user-repo", name, "--hard-link", str(gguf)]
         on_event(Log(f"running {' '.join(command)}"))

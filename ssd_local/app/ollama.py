@@ -110,7 +110,11 @@ def _other(base: TemplateChoice, why: str) -> TemplateChoice:
 
 
 def _strip_bos(text: str, bos: str) -> str:
-    return text[len(bos):] if bos and text.startswith(bos) else text
+    """``text`` without a leading BOS the template wrote (Ollama's own ChatML template
+    writes none either; the tokenizer adds one when the GGUF asks for it), only when ChatML
+    follows it: a GGUF may name ``<|im_start|>`` itself as its BOS (SmolLM2's does)."""
+    rest = text[len(bos):]
+    return rest if bos and text.startswith(bos) and rest.startswith(START) else text
 
 
 def quote(value: str) -> str:

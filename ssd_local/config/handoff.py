@@ -14,7 +14,8 @@ HANDOFF_TARGETS = ("ollama", "lmstudio")
 # LM Studio files models under publisher/model/; ours go under this publisher by default.
 LMSTUDIO_PUBLISHER = "ssd-local"
 _LMSTUDIO_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
-_OLLAMA_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(:[\w][\w.-]{0,127})?$")
+# Ollama's own rule (types/model/name.go): [NAMESPACE/]MODEL[:TAG], no '.' in a namespace
+_OLLAMA_NAME = re.compile(r"^(\w[\w-]*/)?\w[\w.-]*(:\w[\w.-]{0,127})?$", re.ASCII)
 
 
 @dataclass(frozen=True)
