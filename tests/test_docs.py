@@ -8,12 +8,12 @@ from dataclasses import MISSING, fields
 
 from conftest import ROOT
 from ssd_local.cli import docs
-from ssd_local.config import (CompareConfig, EvalConfig, ExportConfig, LensConfig,
-                              SampleConfig, ServeConfig, TrainConfig)
+from ssd_local.config import (CompareConfig, EvalConfig, ExportConfig, HandoffConfig,
+                              LensConfig, PushConfig, SampleConfig, ServeConfig, TrainConfig)
 
 README = ROOT / "README.md"
 CLASSES = (SampleConfig, TrainConfig, ExportConfig, ServeConfig, EvalConfig, CompareConfig,
-           LensConfig)
+           LensConfig, HandoffConfig, PushConfig)
 
 
 def test_generated_blocks_are_current():

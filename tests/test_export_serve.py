@@ -1,7 +1,6 @@
 """Export (llama.cpp's converter and quantizer), serving through llama.cpp with the real
 `openai` client, and distill end to end with resume."""
 
-import asyncio
 import json
 import os
 import signal
@@ -35,8 +34,10 @@ def _serve(target, port, *extra, env=None):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
             return proc
-        except urllib.error.HTTPError:
-            return proc  # answering (e.g. 401 without a key)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:  # 503: llama.cpp's server is still loading the model
+                return proc  # answering (e.g. 401 without a key)
+            time.sleep(0.3)
         except OSError:
             time.sleep(0.3)
     proc.kill()
@@ -103,35 +104,25 @@ def test_unsupported_architecture_is_named(tmp_path):
         converter.convert(tmp_path / "m", tmp_path / "x.gguf", tmp_path / "log.txt")
 
 
-def test_request_without_sampling_gets_the_runs_decoding():
-    """The middleware in front of llama-cpp-python's server, on a real ASGI app that
-    echoes the body it receives."""
-    from ssd_local.backends.llamacpp_server import DecodingDefaults
+def test_the_engine_gets_the_runs_decoding_server_wide(smollm2, tmp_path):
+    """What a request that sets no sampling gets is set on llama.cpp's server itself (no
+    layer in front of it): the run's T_eval/top-k/top-p in the paper's order, min-p and the
+    penalties off; each slot a window of n_ctx tokens; /slots (clients' prompts) off."""
+    pytest.importorskip("xllamacpp")
+    from ssd_local.backends.llama_server import SAMPLERS, EngineSpec, params
 
-    async def echo(scope, receive, send):
-        msg = await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": msg["body"]})
-
-    app = DecodingDefaults(echo, {"temperature": 1.1, "top_k": 20, "top_p": 0.8, "min_p": 0.0})
-
-    def call(body, path="/v1/chat/completions"):
-        sent = []
-
-        async def receive():
-            return {"type": "http.request", "body": json.dumps(body).encode()}
-
-        async def send(m):
-            sent.append(m)
-
-        asyncio.run(app({"type": "http", "method": "POST", "path": path, "headers": []},
-                        receive, send))
-        return json.loads(sent[-1]["body"])
-
-    got = call({"messages": [], "temperature": 0.2})
-    assert got["temperature"] == 0.2 and got["top_k"] == 20 and got["min_p"] == 0.0
-    assert call({"prompt": "x"}, "/v1/completions")["top_p"] == 0.8
-    assert "top_k" not in call({"x": 1}, "/v1/models")
+    spec = EngineSpec(str(smollm2), "r", "127.0.0.1", 8080, "k", 4096, 3, 2, 0, 1.1, 20, 0.8,
+                      0, str(tmp_path / "log"))
+    p = params(spec)
+    s = p.sampling
+    assert s.samplers == SAMPLERS
+    order = SAMPLERS.split(";")
+    assert order.index("temperature") < order.index("top_k") < order.index("top_p")
+    assert (round(s.temp, 6), s.top_k, round(s.top_p, 6)) == (1.1, 20, 0.8)
+    assert s.min_p == 0 and s.penalty_repeat == 1 and s.penalty_freq == 0 \
+        and s.penalty_present == 0 and s.dry_multiplier == 0 and s.xtc_probability == 0
+    assert p.n_parallel == 3 and p.n_ctx == 3 * 4096 and not p.kv_unified
+    assert p.api_keys == ["k"] and p.model_alias == {"r"} and not p.endpoint_slots
 
 
 def test_serve_refuses_without_key_and_checks_binding(smollm2):

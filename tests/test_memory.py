@@ -95,27 +95,31 @@ def test_gguf_header_gives_the_shape(smollm2):
 
 
 # -- the plan ----------------------------------------------------------------------------
-WORK = M.Workload((512,) * 40, (384,) * 40)
+WORK = M.Workload((512,) * 40, (384,) * 40)  # activations dominate: checkpointing pays
+SHORT = M.Workload((64,) * 40, (32,) * 40)  # weights and runtime dominate: it does not
 
 
-def need(cfg: TrainConfig, b: int, ck: bool) -> float:
-    return M.estimate(M.dims_from_config(SMOLLM2), WORK.shape(cfg, b, ck), CPU).total
+def need(cfg: TrainConfig, b: int, ck: bool, work: M.Workload = WORK) -> float:
+    return M.estimate(M.dims_from_config(SMOLLM2), work.shape(cfg, b, ck), CPU).total
 
 
-def plan_with(cfg: TrainConfig, available: float) -> M.MemoryPlan:
+def plan_with(cfg: TrainConfig, available: float, work: M.Workload = WORK) -> M.MemoryPlan:
     return M.plan(M.dims_from_config(SMOLLM2), cfg, replace(CPU, available=int(available)),
-                  WORK)
+                  work)
 
 
 def test_auto_keeps_the_defaults_when_they_fit_then_checkpoints_then_halves():
     cfg = TrainConfig()
-    roomy = need(cfg, 4, False) / M.USABLE * 1.01
-    p = plan_with(cfg, roomy)
+    p = plan_with(cfg, 64 * GiB, SHORT)
     assert (p.batch_size, p.gradient_checkpointing) == (4, False)
-    assert "micro-batch 4, gradient checkpointing off" in p.note
-    p = plan_with(cfg, need(cfg, 4, True) / M.USABLE * 1.01)
+    assert p.note.endswith("micro-batch 4, gradient checkpointing off")
+    p = plan_with(cfg, need(cfg, 4, True, SHORT) / M.USABLE * 1.01, SHORT)
     assert (p.batch_size, p.gradient_checkpointing) == (4, True)
-    assert "would need" in p.note
+    assert "gradient checkpointing off would need" in p.note
+    p = plan_with(cfg, 64 * GiB)  # fits without, but checkpointing more than halves it
+    assert (p.batch_size, p.gradient_checkpointing) == (4, True)
+    assert need(cfg, 4, True) <= M.CHECKPOINT_GAIN * need(cfg, 4, False)
+    assert "checkpointing brings the estimate from" in p.note
     p = plan_with(cfg, need(cfg, 2, True) / M.USABLE * 1.01)
     assert (p.batch_size, p.gradient_checkpointing) == (2, True)
     assert "16 micro-batches per step keep the effective batch 32" in p.note
@@ -129,8 +133,10 @@ def test_auto_keeps_the_defaults_when_they_fit_then_checkpoints_then_halves():
 
 def test_explicit_flags_win():
     roomy = 64 * GiB
-    p = plan_with(TrainConfig(batch_size=8, gradient_checkpointing=True), roomy)
+    p = plan_with(TrainConfig(batch_size=8, gradient_checkpointing=True), roomy, SHORT)
     assert (p.batch_size, p.gradient_checkpointing) == (8, True)
+    p = plan_with(TrainConfig(gradient_checkpointing=False), roomy)
+    assert (p.batch_size, p.gradient_checkpointing) == (4, False)  # though it would halve
     tight = need(TrainConfig(), 2, True) / M.USABLE * 1.01
     p = plan_with(TrainConfig(gradient_checkpointing=False), need(TrainConfig(), 2, False)
                   / M.USABLE * 1.01)
@@ -175,7 +181,8 @@ def test_help_says_what_auto_does():
 
     helps = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
     assert "default auto: 4 when the memory estimate fits" in helps["batch_size"]
-    assert "default auto: off when the memory" in helps["gradient_checkpointing"]
+    assert "default auto: on when the memory estimate does not fit without it or it at " \
+        "least halves" in " ".join(helps["gradient_checkpointing"].split())
     TrainConfig(batch_size=None, gradient_checkpointing=None).validate()
     with pytest.raises(UserError, match="--memory-limit-gb must be positive"):
         TrainConfig(memory_limit_gb=0.0).validate()

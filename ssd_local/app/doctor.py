@@ -76,4 +76,34 @@ def diagnose() -> Diagnosis:
             d.missing.append(f"{name}: pip install 'ssd-local[{extra_of(name)}]'")
     if gpu.startswith("an NVIDIA GPU"):
         d.missing.append("torch with CUDA: install a CUDA build of torch (see pytorch.org)")
+    llama_builds(d, apple or cuda or probe.nvidia_present())
     return d
+
+
+def llama_builds(d: Diagnosis, gpu_present: bool) -> None:
+    """Whether the llama.cpp builds in use can offload (serving: xllamacpp's; sampling and
+    quantizing: llama-cpp-python's), with a warning where a GPU is here but a build is
+    CPU-only."""
+    server, lcp = probe.server_gpus(), probe.llama_cpp_offload()
+    if server is None:
+        d.rows.append(("serving engine", "not installed (xllamacpp: llama.cpp's server)"))
+        d.missing.append("serve: pip install 'ssd-local[llama]' (xllamacpp)")
+    else:
+        d.rows.append(("serving engine", f"xllamacpp {_version('xllamacpp')}: "
+                       + (f"offloads to {', '.join(server)}" if server else "CPU-only build")))
+    if lcp is not None:
+        d.rows.append(("llama-cpp-python", "offloads to the GPU" if lcp else "CPU-only build"))
+    if not gpu_present:
+        return
+    fix = ("the macOS arm64 wheel from PyPI is the Metal build" if apple_silicon() else
+           "pip install xllamacpp --force-reinstall --index-url "
+           "https://xorbitsai.github.io/xllamacpp/whl/cu128 (cu132 for CUDA 13.2 drivers)")
+    if server == []:
+        d.missing.append(f"WARNING: a GPU is here, but `serve` runs on CPU: xllamacpp is a "
+                         f"CPU-only build; `make setup` picks the GPU build, or {fix}")
+    if lcp is False:
+        flag = "-DGGML_METAL=on" if apple_silicon() else "-DGGML_CUDA=on"
+        d.missing.append(f"WARNING: a GPU is here, but llama-cpp-python (sampling GGUFs) is a "
+                         f"CPU-only build; `make setup` builds it with {flag}, or "
+                         f"CMAKE_ARGS=\"{flag}\" pip install --no-cache-dir --force-reinstall "
+                         "llama-cpp-python")

@@ -27,17 +27,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, replace
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..backends.base import TrainDevice
 from ..backends.train_common import loss_chunk
 from ..config import AUTO_BATCH, TrainConfig, flag
 from ..errors import UserError
-
-if TYPE_CHECKING:
-    from .inventory import Hardware
 
 GiB = 2**30
 # What a trained element costs: fp32 value + gradient + AdamW's two fp32 moments.
@@ -52,6 +48,10 @@ RUNTIME_BYTES = {"torch-cpu": 0.45 * GiB, "torch-cuda": 0.25 * GiB,
 # Share of the reported memory a plan may fill: the estimate's margin (tests/test_memory.py)
 # plus whatever else the machine does meanwhile.
 USABLE = 0.85
+# Automatic checkpointing also where it is not needed to fit, but cuts the estimate to this
+# share or less (activations dominate): measured on CPU with bench/training.py, it costs
+# far less time than the memory it saves (README "Training").
+CHECKPOINT_GAIN = 0.5
 # MLX models whose loss applies the output layer at response positions only (mlx_train).
 HEAD_AT_RESPONSES = ("llama", "qwen2", "qwen3")
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -286,14 +286,15 @@ def _halvings(n: int) -> list[int]:
     return out
 
 
-def candidates(cfg: TrainConfig) -> list[tuple[int, bool]]:
-    """(micro-batch, checkpointing) in the order they are tried: today's defaults, then
-    checkpointing, then halving the micro-batch. Explicit settings stay as given."""
+def candidates(cfg: TrainConfig, checkpoint_first: bool = False) -> list[tuple[int, bool]]:
+    """(micro-batch, checkpointing) in the order they are tried: the automatic micro-batch
+    without checkpointing (unless ``checkpoint_first``), then with it, then halving the
+    micro-batch. Explicit settings stay as given."""
     start = cfg.batch_size or min(AUTO_BATCH, cfg.effective_batch)
     sizes = [start] if cfg.batch_size else _halvings(start)
     if cfg.gradient_checkpointing is not None:
         return [(b, cfg.gradient_checkpointing) for b in sizes]
-    return [(start, False)] + [(b, True) for b in sizes]
+    return ([] if checkpoint_first else [(start, False)]) + [(b, True) for b in sizes]
 
 
 def _settings(batch_size: int, checkpointing: bool) -> str:
@@ -315,31 +316,37 @@ def plan(dims: ModelDims | None, cfg: TrainConfig, device: TrainDevice, work: Wo
         why = unknown or f"no estimate ({source or 'free memory'} unknown)"
         return MemoryPlan(b, ck, f"memory: {why}; {_settings(b, ck)}")
     usable = available * USABLE
-    first = estimate(dims, work.shape(cfg, *cands[0]), device)
+    default = cands[0]
+    first = estimate(dims, work.shape(cfg, *default), device)
+    gain = ""
+    if cfg.gradient_checkpointing is None:  # checkpoint anyway where it halves the peak
+        on = estimate(dims, work.shape(cfg, default[0], True), device)
+        if on.total <= CHECKPOINT_GAIN * first.total:
+            gain = (f"checkpointing brings the estimate from {first.total / GiB:.1f} to "
+                    f"{on.total / GiB:.1f} GiB")
+            cands = candidates(cfg, checkpoint_first=True)
     for b, ck in cands:
         est = estimate(dims, work.shape(cfg, b, ck), device)
-        if est.total <= usable:
-            note = _note(cfg, first, est, b, ck, available, source, cands[0])
-            return MemoryPlan(b, ck, note, est, available, source)
+        if est.total > usable:
+            continue
+        why = []
+        if (b, ck) != default:
+            if first.total > usable:
+                why.append(f"{_settings(*default)} would need {first.total / GiB:.1f} GiB, "
+                           f"over {USABLE:.0%} of it")
+            elif gain:
+                why.append(gain)
+            if b != default[0]:
+                why.append(f"{-(-cfg.effective_batch // b)} micro-batches per step keep the "
+                           f"effective batch {cfg.effective_batch}")
+        note = (f"memory: estimate {est.describe()} of {_of(available, source)}; "
+                f"{_settings(b, ck)}" + (f" ({'; '.join(why)})" if why else ""))
+        return MemoryPlan(b, ck, note, est, available, source)
     raise UserError(refusal(dims, cfg, device, work, available, source))
 
 
 def _of(available: int, source: str) -> str:
     return f"{available / GiB:.1f} GiB {source}"
-
-
-def _note(cfg: TrainConfig, first: Estimate, est: Estimate, b: int, ck: bool,
-          available: int, source: str, default: tuple[int, bool]) -> str:
-    line = (f"memory: estimate {est.describe()} of {_of(available, source)}; "
-            f"{_settings(b, ck)}")
-    if (b, ck) == default:
-        return line
-    why = (f" ({_settings(*default)} would need {first.total / GiB:.1f} GiB, over "
-           f"{USABLE:.0%} of it")
-    if b != default[0]:
-        why += (f"; {-(-cfg.effective_batch // b)} micro-batches per step keep the "
-                f"effective batch {cfg.effective_batch}")
-    return line + why + ")"
 
 
 def longest_fitting(dims: ModelDims, shape: Shape, device: TrainDevice, usable: float) -> int:
@@ -395,89 +402,3 @@ def _smaller_model_fix(dims: ModelDims, cfg: TrainConfig, device: TrainDevice,
                 f"{weights}: train a smaller quant (fewer bits) of the model")
     return (f"{weights}: train a smaller model (or on Apple silicon, QLoRA with --backend "
             "mlx on a 4-bit build)")
-
-
-# -- before a run exists: the form's estimate -----------------------------------------------
-# A coding prompt with its chat template, as the form assumes before anything is sampled;
-# the train stage measures the real examples.
-PROMPT_TOKENS = 256
-
-
-def dims_for(ref: str) -> ModelDims:
-    """``model_dims(ref)``, remembered per reference (the form asks at every keystroke)."""
-    from ..config.paths import home
-    from .inventory import hf_cache_dir
-
-    found = _dims_for(ref, str(home()), str(hf_cache_dir()))
-    if isinstance(found, str):
-        raise UserError(found)
-    return found
-
-
-@lru_cache(maxsize=64)
-def _dims_for(ref: str, _home: str, _hf_cache: str) -> ModelDims | str:
-    try:
-        return model_dims(ref)
-    except UserError as exc:
-        return str(exc)
-
-
-def model_dims(ref: str) -> ModelDims:
-    """The shape of the model ``ref`` names, from what is on this machine: an HF folder's
-    config.json, a GGUF's header (or its converted folder), a hub id's cached config.
-    Raises ``UserError`` saying what is missing."""
-    from . import models
-    from .inventory import hf_cache_dir
-
-    try:
-        m = models.resolve(ref, download=False)
-    except UserError:
-        repo = ref.partition(":")[0]
-        snaps = sorted((hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots")
-                       .glob("*/config.json"), key=lambda p: p.stat().st_mtime)
-        if not snaps or ":" in ref:
-            raise UserError(f"the estimate needs the model: '{ref}' is not on this machine "
-                            "yet (it is downloaded when the run starts)") from None
-        return read_dims(snaps[-1].parent)
-    if m.kind == "hf":
-        return read_dims(m.path)
-    converted = models.hf_cache_dir(m)
-    if (converted / ".complete").exists():
-        return read_dims(converted)
-    from ..backends.gguf_shape import gguf_config
-
-    return dims_from_config(gguf_config(m.path))
-
-
-def form_device(hw: Hardware | None) -> TrainDevice:
-    """A device for the form, from the machine's description (no engine is imported):
-    its whole memory, since free memory is measured when training starts. Without a
-    description yet: this machine's available RAM, as the torch CPU trainer sees it."""
-    from ..backends.probe import available_ram
-
-    if hw is None:
-        return TrainDevice("torch", "cpu", available_ram() or 0, "available RAM", 4, 4)
-    if hw.backend == "MLX":
-        return TrainDevice("mlx", "metal", int((hw.memory_gb or 0) * GiB),
-                           "unified memory (total)")
-    if hw.backend == "torch (CUDA)":
-        return TrainDevice("torch", "cuda", int((hw.accelerator_memory_gb or 0) * GiB),
-                           "GPU memory (total)", 2, 2)
-    return TrainDevice("torch", "cpu", int((hw.memory_gb or 0) * GiB), "RAM (total)", 4, 4)
-
-
-def preview(ref: str, cfg: TrainConfig, max_new_tokens: int, device: TrainDevice) -> str:
-    """One line for the distillation form: what training would choose for answers up to
-    ``max_new_tokens`` (plus ``PROMPT_TOKENS`` of prompt, cut at --max-seq-len)."""
-    try:
-        dims = dims_for(ref)
-    except UserError as exc:
-        return f"memory: {exc}"
-    tokens = min(cfg.max_seq_len, max_new_tokens + PROMPT_TOKENS)
-    work = Workload((tokens,) * cfg.effective_batch,
-                    (min(tokens, max_new_tokens),) * cfg.effective_batch)
-    try:
-        p = plan(dims, cfg, device, work)
-    except UserError as exc:
-        return f"memory ({dims.describe()}, examples up to {tokens} tokens): {exc}"
-    return f"{p.note} ({dims.describe()}, examples up to {tokens} tokens)"

@@ -1,22 +1,29 @@
 """Serve a run's GGUF (or any GGUF) as an OpenAI-compatible API (``/v1/models``,
-``/v1/chat/completions``, ``/v1/completions``, SSE streaming), with the run's name as the
-model id. The CLI and the TUI both go through :class:`ServerHandle`: ``start()`` (returns
-once requests are answered), ``stop()``, ``running``; or ``run_forever()`` until Ctrl-C.
+``/v1/chat/completions``, ``/v1/completions``, SSE streaming, tool calls, ``/health``,
+``/metrics``), with the run's name as the model id. The engine is llama.cpp's own server
+(``backends.llama_server``, in a child process): parallel slots with continuous batching,
+a prompt cache per slot. The CLI and the TUI both go through :class:`ServerHandle`:
+``start()`` (returns once requests are answered), ``stop()`` (returns once the port is
+free), ``running``, ``stats()`` (busy slots and tok/s from ``/metrics``); or
+``run_forever()`` until Ctrl-C.
 
-A request that sets no sampling gets the run's recommended decoding, with min-p and
-repetition penalty off (the paper decodes with temperature and truncation only).
-Binding to anything but loopback requires an API key."""
+A request that sets no sampling gets the run's decoding (``decoding.tuned``: T_eval,
+top-k, top-p) in the paper's order, temperature then top-k then top-p, with min-p and the
+penalties off; a request's own values win. Slots, GPU layers and the refusal of tools a
+template cannot take are decided in ``serve_engine``. Binding to anything but loopback
+requires an API key."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..config import ServeConfig, field_defaults
+from ..config.paths import home
 from ..errors import UserError
 from . import decoding, models
 from .runs import Run, runs_root
@@ -100,6 +107,8 @@ class ServerHandle:
         self.plan = plan(target, cfg.quant)
         self.snippets = client_snippets(self.plan, cfg)
         self._engine: Any = None
+        self._layout: Any = None
+        self._stats: Any = None
 
     @property
     def model_id(self) -> str:
@@ -109,26 +118,66 @@ class ServerHandle:
     def base_url(self) -> str:
         return self.snippets["base_url"]
 
-    def _server(self) -> Any:
-        from ..backends.llamacpp_server import LlamaCppPyServer
+    @property
+    def layout(self) -> Any:
+        """The engine's slots, GPU layers and tool support here (``serve_engine.Layout``);
+        the first read imports the engine (a UI reads it off its event loop)."""
+        if self._layout is None:
+            from .serve_engine import layout
 
-        check_bind(self.cfg)
-        c = self.cfg
-        return LlamaCppPyServer(str(self.plan.path), self.plan.model_id, host=c.host,
-                                port=c.port, api_key=c.api_key, n_ctx=c.n_ctx,
-                                threads=c.threads, defaults=self.plan.decoding.decoding.as_dict())
+            self._layout = layout(self.plan.path, self.cfg)
+        return self._layout
+
+    def _spec(self, refuse_tools: bool) -> Any:
+        from ..backends import chat_tools
+        from ..backends.llama_server import EngineSpec
+
+        c, lay, d = self.cfg, self.layout, self.plan.decoding.decoding
+        logs = (runs_root() / self.model_id / "logs" if self.plan.source == "run"
+                else home() / "logs")
+        return EngineSpec(
+            str(self.plan.path), self.model_id, c.host, c.port, c.api_key, c.n_ctx,
+            lay.slots, lay.threads, lay.gpu_layers, d.temperature, d.top_k, d.top_p,
+            lay.cache_ram_mib, str(logs / f"serve-{self.model_id}.log"),
+            chat_tools.refusing_template(self.plan.path, self.model_id) if refuse_tools
+            else None)
 
     def start(self) -> str:
         """Load the model and listen; returns the base URL once requests are answered."""
-        engine = self._server()
-        engine.start()  # raises when the model does not load or the port is taken
-        self._engine = engine
+        from ..backends import chat_tools
+        from ..backends.llama_server import LlamaServer
+        from .serve_engine import StatsReader
+
+        check_bind(self.cfg)
+        refuse = not self.layout.tools
+        engine = LlamaServer(self._spec(refuse))
+        props = engine.start()  # raises UserError when the model does not load
+        if not refuse and chat_tools.caps_of(props) is False:
+            # llama.cpp's own probe found no tools where ours did: refuse them after all
+            engine.stop()
+            engine = LlamaServer(self._spec(True))
+            engine.start()
+            self._layout = replace(self._layout, tools=False)
+        self._engine, self._stats = engine, StatsReader(self.layout.slots)
         return self.base_url
 
-    def run_forever(self) -> None:
-        """Blocking: serve until Ctrl-C (a clean shutdown on SIGINT/SIGTERM)."""
-        self._engine = self._server()
-        self._engine.run_forever()
+    def run_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Blocking: serve until Ctrl-C or SIGTERM, then stop cleanly; ``on_ready`` is
+        called once the model is loaded (until then the engine answers 503)."""
+        from ..backends.llama_server import sigterm_as_interrupt
+
+        with sigterm_as_interrupt():
+            try:
+                self.start()
+                if on_ready is not None:
+                    on_ready()
+                status = self._engine.wait()
+                raise UserError(f"llama.cpp's server ended on its own (status {status})"
+                                + self._engine.log_tail())
+            except KeyboardInterrupt:
+                pass
+            finally:
+                self.stop()
 
     def stop(self) -> None:
         if self._engine is not None:
@@ -138,6 +187,16 @@ class ServerHandle:
     @property
     def running(self) -> bool:
         return self._engine is not None and self._engine.running
+
+    def stats(self) -> Any:
+        """Busy slots and tok/s now (``serve_engine.ServeStats``); None when not serving."""
+        engine, reader = self._engine, self._stats
+        if engine is None or reader is None or not engine.running:
+            return None
+        try:
+            return reader.read(engine.metrics())
+        except (OSError, ValueError):
+            return None
 
 
 def servable() -> list[tuple[str, str, str]]:

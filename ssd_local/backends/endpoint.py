@@ -253,7 +253,8 @@ def _short(exc: Exception) -> str:
 
 
 def wait_until_up(url: str, timeout_s: float = 120.0) -> bool:
-    """Poll ``URL/models`` until the server answers (any HTTP status) or time runs out."""
+    """Poll ``URL/models`` until the server answers (any HTTP status but 503, which
+    llama.cpp's server and others send while the model loads) or time runs out."""
     import urllib.error
     import urllib.request
 
@@ -262,8 +263,10 @@ def wait_until_up(url: str, timeout_s: float = 120.0) -> bool:
         try:
             urllib.request.urlopen(url.rstrip("/") + "/models", timeout=2)
             return True
-        except urllib.error.HTTPError:
-            return True
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:
+                return True
+            time.sleep(0.3)
         except OSError:
             time.sleep(0.3)
     return False

@@ -86,3 +86,27 @@ def mlx_working_set() -> int | None:
 
     info = (getattr(mx, "device_info", None) or mx.metal.device_info)()
     return int(info["max_recommended_working_set_size"]) - int(mx.get_active_memory())
+
+
+# -- what the llama.cpp builds in use can offload (``doctor``) -----------------------------------
+def llama_cpp_offload() -> bool | None:
+    """Whether llama-cpp-python's build can offload layers to a GPU (None: not installed)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return None
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def server_gpus() -> list[str] | None:
+    """The GPUs the serving engine's build (xllamacpp) sees; [] for a CPU-only build, None
+    when it is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("xllamacpp") is None:
+        return None
+    from .llama_server import gpus
+
+    return [f"{d['name']} ({d['description']})" for d in gpus()]

@@ -116,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     handle = ServerHandle(args.target, cfg)
     check_bind(cfg)
     r.serving(handle)
-    handle.run_forever()
+    handle.run_forever(on_ready=lambda: r.serving_ready(handle))
     return 0
 
 

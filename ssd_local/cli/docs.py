@@ -12,10 +12,11 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from ..config import (PRESETS, CompareConfig, EvalConfig, ExportConfig, LensConfig,
-                      SampleConfig, ServeConfig, TrainConfig, help_of)
+from ..config import (PRESETS, CompareConfig, EvalConfig, ExportConfig, HandoffConfig,
+                      LensConfig, PushConfig, SampleConfig, ServeConfig, TrainConfig, help_of)
 
 COMMANDS = (("sample", SampleConfig), ("train", TrainConfig), ("export", ExportConfig),
+            ("export --to", HandoffConfig), ("push", PushConfig),
             ("serve", ServeConfig), ("eval", EvalConfig), ("compare", CompareConfig),
             ("lens", LensConfig))
 

@@ -144,10 +144,22 @@ def serving(handle: Any) -> None:
     p = handle.plan
     c.print(f"serving [bold]{p.model_id}[/] ({p.path.name}) at [bold]{handle.base_url}[/]"
             f"  default decoding {p.decoding.describe()}")
+    lay = handle.layout
+    c.print(f"[dim]llama.cpp server: {lay.slots} slots ({lay.why}), {handle.cfg.n_ctx} "
+            f"tokens each, on {lay.device}"
+            + (f" ({lay.gpu_layers if lay.gpu_layers >= 0 else 'all'} layers)"
+               if lay.device != "CPU" else f", {lay.threads} threads")
+            + ("; tools: the template takes them" if lay.tools else
+               "; tools: refused (HTTP 400), the model's chat template has none") + "[/]")
     for title, text in list(handle.snippets.items())[1:]:
         c.print(f"[dim]-- {title} --[/]")
         c.print(text, markup=False, highlight=False, soft_wrap=True)
-    c.print("[dim]Ctrl-C stops the server.[/]")
+    c.print("[dim]Loading the model (requests get 503 until it is ready); Ctrl-C stops the "
+            "server.[/]")
+
+
+def serving_ready(handle: Any) -> None:
+    console().print(f"[bold green]ready[/]: {handle.model_id} answers at {handle.base_url}")
 
 
 def models_table(rows: list[tuple[str, str, str]]) -> None:

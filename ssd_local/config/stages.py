@@ -109,8 +109,9 @@ class TrainConfig:
                         "off with flash attention on GPU); none: padded in sample order",
                         choices=("group", "pack", "none"))
     gradient_checkpointing: bool | None = opt(
-        None, "recompute activations to save memory; default auto: off when the memory "
-              "estimate fits without it, else on (--no-gradient-checkpointing: never)")
+        None, "recompute activations to save memory; default auto: on when the memory "
+              "estimate does not fit without it or it at least halves the estimate, else off "
+              "(--no-gradient-checkpointing: never)")
     memory_limit_gb: float | None = opt(
         None, "memory training may use, in GiB, instead of what the backend reports (free "
               "CUDA memory, MLX's recommended working set, or available RAM); the automatic "
@@ -201,7 +202,15 @@ class ServeConfig:
                               metavar="KEY")
     quant: str | None = opt(None, "which of the run's GGUFs to serve (default: the smallest)",
                             metavar="TYPE")
-    n_ctx: int = opt(8192, "context window of the server, in tokens", metavar="N")
+    n_ctx: int = opt(8192, "context window of each slot (each request), in tokens",
+                     metavar="N")
+    slots: int | None = opt(None, "requests decoded at once (continuous batching), each with "
+                            "its own --n-ctx window and prompt cache; more wait for a free "
+                            "slot (default: auto from the cores, the free memory and the "
+                            "model's size)", metavar="N")
+    gpu_layers: int | None = opt(None, "layers offloaded to the GPU; 0 = CPU only, -1 = all "
+                                 "that fit (default: -1 when the llama.cpp build can offload, "
+                                 "else 0)", metavar="N")
     threads: int | None = opt(None, "CPU threads (default: all cores)", metavar="N")
 
     @property
@@ -212,6 +221,10 @@ class ServeConfig:
 
     def validate(self) -> None:
         require_positive(self, "port", "n_ctx")
+        if self.slots is not None and self.slots < 1:
+            raise UserError("--slots must be at least 1")
+        if self.gpu_layers is not None and self.gpu_layers < -1:
+            raise UserError("--gpu-layers must be -1 (all that fit), 0 (CPU) or a count")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from textual.widgets import Button, Checkbox, Collapsible, Footer, Header, Input
 
 from ...config import PRESETS, ExportConfig, SampleConfig, TrainConfig, detect_preset
 from ...app.inventory import Hardware, list_models
-from ...app.memory import form_device, preview
+from ...app.memory_form import form_device, preview
 from ...app.pipeline import ORDER
 from ..forms import ConfigForm, build_config
 from ..jobs import distill_job

@@ -1,8 +1,9 @@
 """Serve panel: start and stop the OpenAI-compatible endpoint for a run or a GGUF, show
-its URL and ready-to-paste client settings, and chat with it (the real ``openai`` client,
-streaming). The core's ``ServerHandle`` serves; the app starts and stops it on request
-(``StartServer``, ``StopServer``) and tells this panel which handle is current, at creation
-and with ``ServerChanged``."""
+its URL and ready-to-paste client settings, its busy slots and tokens/s (the handle's
+``stats()``, read from the engine's ``/metrics`` once a second off the UI thread), and
+chat with it (the real ``openai`` client, streaming). The core's ``ServerHandle`` serves;
+the app starts and stops it on request (``StartServer``, ``StopServer``) and tells this
+panel which handle is current, at creation and with ``ServerChanged``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, TextArea
 
+from ...app.serve_engine import ServeStats
 from ...app.serving import ServerHandle, servable
 from ...config import ServeConfig
 from ..forms import ConfigForm, build_config
@@ -29,6 +31,7 @@ class ServeScreen(Screen[None]):
         self.handle = handle  # the app's endpoint: loading, serving, or None
         self.history: list[dict[str, str]] = []  # the conversation, sent with each turn
         self.max_tokens = 512
+        self.stats: ServeStats | None = None  # the latest reading of /metrics
 
     @property
     def serving(self) -> ServerHandle | None:
@@ -46,11 +49,12 @@ class ServeScreen(Screen[None]):
                                  id="serve-target", prompt="a run with GGUFs, or a GGUF",
                                  compact=True)
                 yield ConfigForm(ServeConfig, "serve-", only=("host", "port", "quant",
-                                                              "api_key"))
+                                                              "api_key", "slots"))
                 with Horizontal(id="serve-actions"):
                     yield Button("Start", id="serve-start", variant="success")
                     yield Button("Stop", id="serve-stop", variant="error", disabled=True)
                 yield Static("not serving", id="serve-status")
+                yield Static("", id="serve-stats")
                 yield TextArea("", id="snippets", read_only=True, language=None)
             with Vertical(id="chat"):
                 yield Static("Chat playground", classes="section")
@@ -62,13 +66,32 @@ class ServeScreen(Screen[None]):
     def on_mount(self) -> None:
         self.title = "serve"
         self.show_server()
+        self.set_interval(1.0, self.poll_stats)
+
+    def poll_stats(self) -> None:
+        if self.serving is not None:
+            self.read_stats(self.serving)
+
+    @work(thread=True, exclusive=True, group="serve-stats", exit_on_error=False)
+    def read_stats(self, handle: ServerHandle) -> None:
+        stats = handle.stats()  # an HTTP request to the engine: never on the UI thread
+        self.app.call_from_thread(self.show_stats, stats)
+
+    def show_stats(self, stats: ServeStats | None) -> None:
+        self.stats = stats
+        self.query_one("#serve-stats", Static).update(
+            Text(stats.describe(), style="cyan") if stats is not None and self.serving
+            else Text(""))
 
     def show_server(self, error: str = "") -> None:
         ep, running = self.handle, self.serving is not None
         status = self.query_one("#serve-status", Static)
         if ep is not None and running:
+            lay = ep.layout  # read by the start, so no engine import here
             status.update(Text.assemble(("serving ", "green"), (ep.model_id, "bold"),
-                                        " at ", (ep.base_url, "bold underline")))
+                                        " at ", (ep.base_url, "bold underline"),
+                                        f"\n{lay.slots} slots on {lay.device}; tools "
+                                        + ("taken" if lay.tools else "refused (400)")))
             self.query_one("#snippets", TextArea).text = "\n\n".join(
                 f"# {title}\n{text}" for title, text in ep.snippets.items()
                 if title != "base_url")
