@@ -162,6 +162,9 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=400)
     ap.add_argument("--batching", default="group",
                     help="ssd-local batching modes, comma-separated (none, group, pack)")
+    ap.add_argument("--rows", default="peft-off,peft-on,auto,off,on",
+                    help="which rows to run: peft-off, peft-on (the peft loop), auto, off, on "
+                         "(ssd-local: automatic settings, checkpointing off, on)")
     ap.add_argument("--home", default=os.path.join(tempfile.gettempdir(), "ssd-local-bench"))
     a = ap.parse_args()
     os.environ["SSD_LOCAL_HOME"] = a.home
@@ -173,24 +176,30 @@ def main() -> None:
            "bench")
     print(f"SmolLM2-135M, LoRA r=16 all-linear, CPU fp32, {a.steps} steps x 8 examples "
           f"(answers up to {a.max_new_tokens} tokens)", flush=True)
+    rows = a.rows.split(",")
     peft = {}
     for ckpt in (False, True):
-        peft[ckpt] = in_child(baseline, a.home, a.steps, ckpt)
-        print(line(f"peft loop, checkpointing {'on' if ckpt else 'off'}", peft[ckpt]),
-              flush=True)
+        if f"peft-{'on' if ckpt else 'off'}" in rows:
+            peft[ckpt] = in_child(baseline, a.home, a.steps, ckpt)
+            print(line(f"peft loop, checkpointing {'on' if ckpt else 'off'}", peft[ckpt]),
+                  flush=True)
     auto = None
     for mode in a.batching.split(","):
-        for batch, ckpt in ((None, None), (4, False), (4, True)):
+        for row, batch, ckpt in (("auto", None, None), ("off", 4, False), ("on", 4, True)):
+            if row not in rows:
+                continue
             r = in_child(ours, a.home, mode, a.steps, batch, ckpt)
             how = "auto: " if batch is None else ""
             label = (f"ours {mode}, {how}batch {r['batch']}, ckpt "
                      f"{'on' if r['ckpt'] else 'off'}")
             print(line(label, r), flush=True)
-            auto = auto or r
-    ref = peft[True]
-    print(f"ours (auto) / peft loop with checkpointing: memory {auto['peak'] / ref['peak']:.2f}x,"
-          f" step CPU time {auto['cpu'] / ref['cpu']:.2f}x, wall {auto['wall'] / ref['wall']:.2f}x"
-          f" (target: memory <= 1.00x at <= 1.30x the step time)", flush=True)
+            auto = auto or (r if batch is None else None)
+    if auto and True in peft:
+        ref = peft[True]
+        print(f"ours (auto) / peft loop with checkpointing: memory "
+              f"{auto['peak'] / ref['peak']:.2f}x, step CPU time {auto['cpu'] / ref['cpu']:.2f}x,"
+              f" wall {auto['wall'] / ref['wall']:.2f}x (target: memory <= 1.00x at <= 1.30x "
+              "the step time)", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -121,3 +122,35 @@ def copy_run(src: str, dst: str) -> Path:
 def step_losses(run_dir: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in
             map(json.loads, (run_dir / "train_metrics.jsonl").read_text().splitlines())]
+
+
+# -- one distilled run for the whole suite -------------------------------------------------
+@pytest.fixture(scope="session")
+def distilled(tmp_path_factory, smollm2) -> Path:
+    """SSD_LOCAL_HOME holding run 'demo': smollm2-135m distilled on 8 builtin prompts, two
+    optimizer steps, one q8_0 GGUF. The integration tests that need a distilled run share
+    this one (each on its own `copy_of` it); `distill`'s own output is in distill.out there."""
+    home = tmp_path_factory.mktemp("distilled") / "ssd-home"
+    r = run_cli("distill", "smollm2-135m", "--prompts", "builtin", "--limit", "8",
+                "--max-new-tokens", "48", "--max-steps", "2", "--effective-batch", "4",
+                "--quant", "q8_0", "--run", "demo",
+                env={"SSD_LOCAL_HOME": str(home), "HF_HUB_OFFLINE": "1"}, timeout=1800)
+    assert r.returncode == 0, r.stderr
+    (home / "distill.out").write_text(r.stdout)
+    return home
+
+
+def copy_of(home: Path, name: str, monkeypatch) -> Path:
+    """A copy of run 'demo' in the shared home: weights and GGUFs hard-linked (every write
+    to them replaces the file, so the original keeps its bytes), the rest copied."""
+    def link_big(src: str, dst: str) -> None:
+        if src.endswith((".gguf", ".safetensors")):
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    monkeypatch.setenv("SSD_LOCAL_HOME", str(home))
+    dst = home / "runs" / name
+    shutil.copytree(home / "runs" / "demo", dst, copy_function=link_big,
+                    ignore=shutil.ignore_patterns(".lock", "evals"))
+    return dst

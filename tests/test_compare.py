@@ -1,8 +1,8 @@
 """`ssd-local compare`, complete: the base at the distillation settings, `--base-grid`,
 pass@k with paired intervals for every k, the tuned model's measured best written to the
 run (manifest, merged/generation_config.json, the GGUFs' general.sampling.* keys) and
-`serve` decoding with it. The integration tests share ONE distilled run (a module fixture);
-each works on a hard-linked copy of it."""
+`serve` decoding with it. The integration tests share the suite's ONE distilled run (the
+session fixture `distilled` in conftest); each works on a hard-linked copy of it."""
 
 from __future__ import annotations
 
@@ -18,38 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, copy_of, run_cli
 from ssd_local.config import CompareConfig, Decoding
-
-
-# -- one distilled run for the module ----------------------------------------------------
-@pytest.fixture(scope="module")
-def distilled(tmp_path_factory, smollm2) -> Path:
-    """SSD_LOCAL_HOME holding run 'demo': smollm2-135m distilled on 8 builtin prompts, two
-    optimizer steps, one q8_0 GGUF."""
-    home = tmp_path_factory.mktemp("distilled") / "ssd-home"
-    r = run_cli("distill", "smollm2-135m", "--prompts", "builtin", "--limit", "8",
-                "--max-new-tokens", "48", "--max-steps", "2", "--effective-batch", "4",
-                "--quant", "q8_0", "--run", "demo",
-                env={"SSD_LOCAL_HOME": str(home), "HF_HUB_OFFLINE": "1"}, timeout=1800)
-    assert r.returncode == 0, r.stderr
-    return home
-
-
-def copy_of(home: Path, name: str, monkeypatch) -> Path:
-    """A copy of run 'demo' in the shared home: weights and GGUFs hard-linked (every write
-    to them replaces the file, so the original keeps its bytes), the rest copied."""
-    def link_big(src: str, dst: str) -> None:
-        if src.endswith((".gguf", ".safetensors")):
-            os.link(src, dst)
-        else:
-            shutil.copy2(src, dst)
-
-    monkeypatch.setenv("SSD_LOCAL_HOME", str(home))
-    dst = home / "runs" / name
-    shutil.copytree(home / "runs" / "demo", dst, copy_function=link_big,
-                    ignore=shutil.ignore_patterns(".lock", "evals"))
-    return dst
 
 
 def _serving_line(run: str, port: int) -> str:
@@ -58,13 +28,15 @@ def _serving_line(run: str, port: int) -> str:
                              str(port)], cwd=ROOT, env=dict(os.environ), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 120
+        deadline, text = time.time() + 120, ""
         while time.time() < deadline:
             line = proc.stdout.readline()
             if not line and proc.poll() is not None:
-                raise AssertionError("serve exited before printing its decoding")
-            if line.startswith("serving"):
-                return line
+                raise AssertionError("serve exited before printing its decoding: " + text)
+            if line.startswith("-- ") and text:  # the client snippets follow the line
+                return text
+            if line.startswith("serving") or text:
+                text += line  # the line, wrapped at the terminal's width
         raise AssertionError("serve printed no 'serving' line")
     finally:
         proc.send_signal(signal.SIGINT)
@@ -152,7 +124,8 @@ def test_base_grid_rows_pass_at_k_and_the_verdict_against_the_best_base(distille
     copy_of(distilled, "c2", monkeypatch)
     r = run_cli("compare", "c2", "--benchmark", "humaneval", "--limit", "2",
                 "--temperatures", "0.8", "--base-grid", "--n", "2", "--k", "1,2",
-                "--max-new-tokens", "32", "--no-adopt", timeout=1800)
+                "--max-new-tokens", "32", "--no-adopt", timeout=1800,
+                env={"COLUMNS": "200"})  # a table as wide as its header
     assert r.returncode == 0, r.stderr
     assert "pass@2 [95% interval]" in r.stdout and "base (grid)" in r.stdout
     res = json.loads((distilled / "runs" / "c2" / "evals" / "compare-humaneval.json")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, copy_of, run_cli
 
 pytest.importorskip("llama_cpp")
 
@@ -147,15 +147,14 @@ def test_serve_refuses_without_key_and_checks_binding(smollm2):
 
 
 @pytest.mark.slow
-def test_done_when_distill_then_serve_to_an_openai_client(smollm2):
-    r = run_cli("distill", "smollm2-135m", "--prompts", "builtin", "--limit", "6",
-                "--max-new-tokens", "48", "--max-steps", "3", "--quant", "q8_0", "--run", "r2")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "ssd-local serve r2" in r.stdout and "r2-q8_0.gguf" in r.stdout
+def test_done_when_distill_then_serve_to_an_openai_client(distilled, monkeypatch):
+    out = (distilled / "distill.out").read_text()  # the suite's one distilled run, 'demo'
+    assert "ssd-local serve demo" in out and "demo-q8_0.gguf" in out
+    copy_of(distilled, "r2", monkeypatch)
     from ssd_local.app.runs import Run
 
     run = Run.load("r2")
-    assert [p.name for p in (run.path / "gguf").glob("*.gguf")] == ["r2-q8_0.gguf"]
+    assert [p.name for p in (run.path / "gguf").glob("*.gguf")] == ["demo-q8_0.gguf"]
     assert all(run.stage_state(s) == "done" for s in ("sample", "train", "fuse", "export"))
     listing = run_cli("models")
     assert "r2" in listing.stdout and "q8_0" in listing.stdout

@@ -329,12 +329,21 @@ def test_serve_panel_starts_chats_and_stops(smollm2, ssd_home):
             reply = text_of(replies.first())
             assert reply.startswith("smollm2-135m ") and len(reply.strip()) > len(
                 "smollm2-135m") and "error" not in reply
+            # busy slots and tok/s, polled from the engine's /metrics by a timer
+            await wait_for(pilot, lambda: "slots busy" in text_of(
+                screen.query_one("#serve-stats", Static)), timeout=30)
+            assert "tok/s" in text_of(screen.query_one("#serve-stats", Static))
+            assert " slots on " in status
             await pilot.click("#serve-stop")
             await pilot.pause()
             assert app.endpoint is None
             assert "not serving" in text_of(screen.query_one("#serve-status", Static))
             with socket.socket() as s:
-                s.bind(("127.0.0.1", port))  # the port is free again
+                # the port is free again: nothing listens, a new server binds it (servers
+                # set SO_REUSEADDR; llama.cpp's server closes each stream's connection
+                # itself, which leaves it in TIME_WAIT for a minute)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", port))
             await pilot.press("q")
             await pilot.pause()
             assert not app.is_running

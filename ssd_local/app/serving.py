@@ -72,6 +72,9 @@ def check_bind(cfg: ServeConfig) -> None:
         raise UserError(f"binding to {cfg.host} exposes the model beyond this machine; add "
                         f"--api-key KEY (clients send it as a Bearer token) or use {LOOPBACK}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as llama.cpp's server binds: connections of a stopped server that linger in
+        # TIME_WAIT do not block the port, a live listener does
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((cfg.host, cfg.port))
         except OSError:

@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -130,7 +129,7 @@ def _child() -> None:
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     url = server.listening_address
     try:
-        props = _get_json(url + "/props", spec.api_key)
+        props = json.loads(_get(url + "/props", spec.api_key))
     except (OSError, ValueError):
         props = {}
     report(url=url, props=props)
@@ -138,10 +137,24 @@ def _child() -> None:
     os._exit(0)  # not ~Server: it would wait for every client to disconnect
 
 
-def _get_json(url: str, key: str | None, wait_s: float = 10.0) -> Any:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
-    with urllib.request.urlopen(req, timeout=wait_s) as r:
-        return json.loads(r.read())
+def _get(url: str, key: str | None, wait_s: float = 10.0) -> bytes:
+    """GET ``url`` over a kept-alive connection that we close first: urllib asks the
+    server to close (``Connection: close``), which leaves the server's port in TIME_WAIT
+    after it stops, and a port that cannot be bound at once."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname or "localhost", u.port, timeout=wait_s)
+    try:
+        conn.request("GET", u.path, headers={"Authorization": f"Bearer {key}"} if key else {})
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise OSError(f"HTTP {r.status} from {u.path}")
+        return body
+    finally:
+        conn.close()
 
 
 # -- the parent ---------------------------------------------------------------------------
@@ -232,10 +245,7 @@ class LlamaServer:
 
     def metrics(self, wait_s: float = 5.0) -> dict[str, float]:
         """``/metrics`` (Prometheus text) as {name without ``llamacpp:``: value}."""
-        req = urllib.request.Request(self.url + "/metrics", headers={
-            "Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {})
-        with urllib.request.urlopen(req, timeout=wait_s) as r:
-            text = r.read().decode()
+        text = _get(self.url + "/metrics", self.spec.api_key, wait_s).decode()
         out = {}
         for line in text.splitlines():
             parts = line.split()

@@ -159,6 +159,8 @@ class ServeScreen(Screen[None]):
         except Exception as exc:  # a stopped server, a refused key: say it in the chat
             self.app.call_from_thread(reply.update, Text(f"error: {exc}", style="red"))
             return
+        finally:  # close our side first, so stopping the server leaves its port free
+            client.close()
         self.history.append({"role": "assistant", "content": answer})
         self.app.call_from_thread(self.query_one("#chat-log", VerticalScroll).scroll_end)
 
