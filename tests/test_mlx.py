@@ -334,8 +334,12 @@ def test_qlora_on_a_quantized_model_fuses_dequantized(tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_done_when_smollm2_sample_and_train_with_mlx(smollm2, ssd_home):
-    r = run_cli("sample", "smollm2-135m", "--backend", "mlx", "--prompts", "builtin",
+def test_done_when_smollm2_sample_and_train_with_mlx(smollm2, ssd_home, tmp_path):
+    # two short prompts, one optimizer step of both: MLX's CPU build (Linux) trains slowly
+    prompts = tmp_path / "short.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "Write add(a, b)."}\n'
+                       '{"id": "b", "prompt": "Write neg(x)."}\n')
+    r = run_cli("sample", "smollm2-135m", "--backend", "mlx", "--prompts", str(prompts),
                 "--limit", "2", "--max-new-tokens", "16", "--run", "r3")
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in
@@ -343,7 +347,7 @@ def test_done_when_smollm2_sample_and_train_with_mlx(smollm2, ssd_home):
     assert len(rows) == 2 and all(x["engine"] == "mlx" and x["completion_tokens"] <= 16
                                   for x in rows)
     assert REQUIRED <= set(rows[0])
-    r = run_cli("train", "r3", "--backend", "mlx", "--max-steps", "2")
+    r = run_cli("train", "r3", "--backend", "mlx", "--max-steps", "2", "--effective-batch", "2")
     assert r.returncode == 0, r.stderr
     assert (ssd_home / "runs" / "r3" / "merged" / "config.json").exists()
     metrics = (ssd_home / "runs" / "r3" / "train_metrics.jsonl").read_text().splitlines()

@@ -463,7 +463,7 @@ def test_doctor_warns_when_a_gpu_is_here_but_the_builds_are_cpu_only(monkeypatch
      "NVIDIA_SMI=/usr/bin/nvidia-smi", "-DGGML_CUDA=on", "xllamacpp/whl/cu128"),
     ("UNAME_S=Linux UNAME_M=x86_64 NVCC= NVIDIA_SMI=/usr/bin/nvidia-smi", "-DGGML_NATIVE=OFF",
      "xllamacpp/whl/cu128"),
-    # a CUDA toolkit without a GPU driver (as on the machines these tests were written on)
+    # a CUDA toolkit without a GPU driver (a build container, say): no CUDA build
     ("UNAME_S=Linux UNAME_M=x86_64 NVCC=/usr/local/cuda/bin/nvcc NVIDIA_SMI=",
      "-DGGML_NATIVE=OFF", "pypi"),
 ])
@@ -479,3 +479,5 @@ def test_make_setup_picks_the_llama_cpp_builds_for_the_platform(platform, cmake,
     assert len(xl) == 1
     assert ("--index-url" not in xl[0]) if wheel == "pypi" else (
         wheel in xl[0] and "--force-reinstall" in xl[0])
+    pkg = [line for line in r.stdout.splitlines() if "install -q -e" in line]
+    assert len(pkg) == 1 and ('"mlx[cpu]"' in pkg[0]) == ("Darwin" not in platform)

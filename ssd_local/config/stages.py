@@ -100,7 +100,8 @@ class TrainConfig:
     max_steps: int | None = opt(None, "stop after this many optimizer steps", metavar="N")
     batch_size: int | None = opt(None, f"examples per forward pass (per process); default "
                                  f"auto: {AUTO_BATCH} when the memory estimate fits, else "
-                                 "halved until it does", metavar="N")
+                                 "gradient checkpointing first, then halved until it fits",
+                                 metavar="N")
     effective_batch: int = opt(32, "examples per optimizer step, reached by gradient "
                                "accumulation (paper: 32)", metavar="N")
     max_seq_len: int = opt(4096, "longer examples are cut (paper: 65,536)", metavar="N")
@@ -340,7 +341,7 @@ def _numbers(text: str, kind: type, name: str, low: float, high: float) -> list:
 class LensConfig(DecodingOptions):
     """``ssd-local lens RUN``: kept and tail mass, head entropy and survivors per token,
     under the base and the tuned model, at lock and fork positions (the rule is in
-    ``app/lens.py``)."""
+    ``app/lens/``)."""
 
     source: str = opt("samples", "texts to score: samples (the run's own, i.e. its training "
                       "data), eval:FOLDER (the answers in RUN/evals/FOLDER), or a .jsonl "
