@@ -25,7 +25,7 @@ from ssd_local.config import TrainConfig
 from ssd_local.errors import UserError
 
 GiB = M.GiB
-MARGIN = (0.75, 1.10)  # measured peak / estimate
+MARGIN = (0.80, 1.10)  # measured peak / estimate
 SMOLLM2 = {"model_type": "llama", "num_hidden_layers": 30, "hidden_size": 576,
            "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3,
            "head_dim": 64, "vocab_size": 49152, "tie_word_embeddings": True,
@@ -65,7 +65,7 @@ def test_estimate_terms_on_smollm2():
     assert e.weights == 134_515_008 * 4
     assert e.trainable == 4_884_480 * 16
     assert e.activations == 2048 * (30 * layer + layer + 3 * h * 4)
-    assert e.logits == min(1536, 2**25 // 49152) * 49152 * 20  # one chunk of the loss
+    assert e.logits == min(1536, 2**25 // 49152) * 49152 * 8  # one chunk; 8 B on torch-CPU
     ck = M.estimate(d, shape(4, 512, True, responses=1536), CPU)
     assert ck.activations == 2048 * (30 * h * 4 + 2 * layer + 3 * h * 4)
     assert ck.activations < e.activations / 9
@@ -317,8 +317,11 @@ def _measure(folder: Path, backend: str, batch: int, tokens: int, responses: int
     return got["peak"], est.total, got["kind"]
 
 
+# the last: 2,552 tokens in flight, whose MiB-sized activations glibc would keep resident
+# after they are freed (1.6x the estimate) unless the trainer has it return them
 CASES = [("tiny", 4, 256, 64, False), ("slice", 2, 512, 128, False),
-         ("slice", 2, 512, 128, True), ("slice", 4, 256, 192, False)]
+         ("slice", 2, 512, 128, True), ("slice", 4, 256, 192, False),
+         ("slice", 4, 638, 400, True)]
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("mlx", marks=pytest.mark.slow)])

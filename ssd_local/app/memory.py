@@ -10,7 +10,7 @@ without touching the weights), the LoRA settings, the micro-batch and the longes
     activations  = tokens in flight x (per_layer x L, or with checkpointing h x L + one layer
                    recomputed) + one layer of backward workspace, per element at the compute
                    dtype's bytes (``_per_layer`` names each term)
-    logits       = positions x vocab x 20 B (logits, log-softmax, their gradients in fp32):
+    logits       = positions x vocab x LOGIT_BYTES (8 B measured for torch on CPU, else 20):
                    torch applies the output layer at response positions only, in checkpointed
                    chunks of ``loss_chunk(vocab)`` positions, one chunk alive at a time; MLX
                    applies it at all response positions of the micro-batch at once (Llama,
@@ -38,12 +38,16 @@ from ..errors import UserError
 GiB = 2**30
 # What a trained element costs: fp32 value + gradient + AdamW's two fp32 moments.
 TRAINABLE_BYTES = 16
-# Logits of one position and vocabulary entry while its loss is differentiated: the fp32
-# logits, the log-softmax, and the gradients of both.
-LOGIT_BYTES = 20
+# Logits of one position and vocabulary entry while its loss is differentiated. Torch on
+# CPU, measured (tests/test_memory.py, with freed blocks returned: backends/train_common.py):
+# 8 B, the fp32 logits and the log-softmax the loss keeps, their gradients taking the freed
+# place. Elsewhere, not measured here: 20 B, the logits, the log-softmax and the gradients of
+# both alive at once.
+LOGIT_BYTES = {"torch-cpu": 8}
+LOGIT_BYTES_UNMEASURED = 20
 # The framework's own memory (libraries, allocator caches), measured on the peaks of
 # tests/test_memory.py (CPU) and taken as a small allowance where not measured (GPU).
-RUNTIME_BYTES = {"torch-cpu": 0.45 * GiB, "torch-cuda": 0.25 * GiB,
+RUNTIME_BYTES = {"torch-cpu": 0.37 * GiB, "torch-cuda": 0.25 * GiB,
                  "mlx-cpu": 0.4 * GiB, "mlx-metal": 0.3 * GiB}
 # Share of the reported memory a plan may fill: the estimate's margin (tests/test_memory.py)
 # plus whatever else the machine does meanwhile.
@@ -230,8 +234,9 @@ def estimate(dims: ModelDims, shape: Shape, device: TrainDevice) -> Estimate:
         positions = min(positions, loss_chunk(dims.vocab))
     elif dims.model_type not in HEAD_AT_RESPONSES:
         positions = shape.in_flight
-    logits = positions * dims.vocab * LOGIT_BYTES
-    runtime = RUNTIME_BYTES.get(f"{device.framework}-{device.kind}", max(RUNTIME_BYTES.values()))
+    where = f"{device.framework}-{device.kind}"
+    logits = positions * dims.vocab * LOGIT_BYTES.get(where, LOGIT_BYTES_UNMEASURED)
+    runtime = RUNTIME_BYTES.get(where, max(RUNTIME_BYTES.values()))
     return Estimate(weights, trainable, activations, logits, runtime)
 
 

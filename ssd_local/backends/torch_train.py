@@ -37,7 +37,7 @@ from . import probe
 from .base import IGNORE, Example, StepReport, TrainDevice, TrainOutcome, World
 from .hf import HFTokenizer, quiet_transformers
 from .train_common import (latest_checkpoint, loss_chunk, lr_at, peak_rss_mb, planned_steps,
-                           state_of, total_steps, write_checkpoint)
+                           release_freed_blocks, state_of, total_steps, write_checkpoint)
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -245,6 +245,8 @@ def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example
     """Train and write ``out_dir/checkpoints/`` and the final ``out_dir/adapter`` (LoRA) or
     ``out_dir/trained`` (full)."""
     device, dtype = device_for(world)
+    if device.type == "cpu":  # activations live in host memory: give freed ones back
+        release_freed_blocks()
     model, tok = load_model(folder, cfg, dtype)
     module = wrap(model, cfg, world, device)
     params = [p for p in module.parameters() if p.requires_grad]
