@@ -131,6 +131,24 @@ def test_auto_keeps_the_defaults_when_they_fit_then_checkpoints_then_halves():
     assert "\n" not in str(exc.value)
 
 
+def test_freed_memory_is_returned_where_the_heap_could_overflow():
+    cfg = TrainConfig(batch_size=4, gradient_checkpointing=True)
+    est = need(cfg, 4, True)
+    roomy = plan_with(cfg, est * M.HEAP_RETENTION / M.USABLE * 1.01)
+    assert roomy.compact_memory is False and "returned" not in roomy.note
+    tight = plan_with(cfg, est * M.HEAP_RETENTION / M.USABLE * 0.99)
+    assert tight.compact_memory is True and tight.apply(cfg).compact_memory
+    assert f"freed memory returned at once ({M.HEAP_RETENTION:g}x the estimate" in tight.note
+    asked = plan_with(TrainConfig(batch_size=4, gradient_checkpointing=True,
+                                  compact_memory=True), 64 * GiB)
+    assert asked.compact_memory is True and asked.note.endswith("returned at once")
+    on_mlx = replace(CPU, framework="mlx")
+    mlx_est = M.estimate(M.dims_from_config(SMOLLM2), WORK.shape(cfg, 4, True), on_mlx).total
+    mlx = M.plan(M.dims_from_config(SMOLLM2), cfg,
+                 replace(on_mlx, available=int(mlx_est / M.USABLE * 1.5)), WORK)
+    assert mlx.compact_memory is False  # MLX has its own allocator
+
+
 def test_explicit_flags_win():
     roomy = 64 * GiB
     p = plan_with(TrainConfig(batch_size=8, gradient_checkpointing=True), roomy, SHORT)
@@ -373,7 +391,8 @@ def _child(spec: dict) -> None:
         ids = [rng.randrange(3, vocab) for _ in range(t)]
         examples.append(Example(ids, [IGNORE] * (t - resp) + ids[t - resp:]))
     cfg = TrainConfig(max_steps=1, batch_size=n, effective_batch=n, val_fraction=0.0,
-                      gradient_checkpointing=spec["ck"], backend=spec["backend"])
+                      gradient_checkpointing=spec["ck"], backend=spec["backend"],
+                      compact_memory=True)  # the live memory, what the estimate counts
     trainer = open_trainer(spec["backend"])
     device = trainer.device()
     reports = []

@@ -56,6 +56,10 @@ USABLE = 0.85
 # share or less (activations dominate): measured on CPU with bench/training.py, it costs
 # far less time than the memory it saves (README "Training").
 CHECKPOINT_GAIN = 0.5
+# Peak resident memory of torch training on CPU over the live memory the estimate counts,
+# when glibc keeps freed blocks (measured up to 3.6x, bench/training.py): above this the plan
+# turns --compact-memory on (backends/train_common.py, release_freed_blocks).
+HEAP_RETENTION = 4.0
 # MLX models whose loss applies the output layer at response positions only (mlx_train).
 HEAD_AT_RESPONSES = ("llama", "qwen2", "qwen3")
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -272,14 +276,17 @@ class MemoryPlan:
     estimate: Estimate | None = None
     available: int = 0
     source: str = ""
+    compact_memory: bool | None = None
 
     def apply(self, cfg: TrainConfig) -> TrainConfig:
         return replace(cfg, batch_size=self.batch_size,
-                       gradient_checkpointing=self.gradient_checkpointing)
+                       gradient_checkpointing=self.gradient_checkpointing,
+                       compact_memory=self.compact_memory)
 
     def record(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size,
-                "gradient_checkpointing": self.gradient_checkpointing, "note": self.note,
+                "gradient_checkpointing": self.gradient_checkpointing,
+                "compact_memory": self.compact_memory, "note": self.note,
                 "estimate_gib": self.estimate.record() if self.estimate else None,
                 "available_gib": round(self.available / GiB, 3), "source": self.source}
 
@@ -344,10 +351,24 @@ def plan(dims: ModelDims | None, cfg: TrainConfig, device: TrainDevice, work: Wo
             if b != default[0]:
                 why.append(f"{-(-cfg.effective_batch // b)} micro-batches per step keep the "
                            f"effective batch {cfg.effective_batch}")
+        compact = compact_memory(cfg, device, est, usable)
         note = (f"memory: estimate {est.describe()} of {_of(available, source)}; "
-                f"{_settings(b, ck)}" + (f" ({'; '.join(why)})" if why else ""))
-        return MemoryPlan(b, ck, note, est, available, source)
+                f"{_settings(b, ck)}" + (f" ({'; '.join(why)})" if why else "")
+                + ("; freed memory returned at once" + (
+                    "" if cfg.compact_memory else f" ({HEAP_RETENTION:g}x the estimate "
+                    "would not fit)") if compact else ""))
+        return MemoryPlan(b, ck, note, est, available, source, compact)
     raise UserError(refusal(dims, cfg, device, work, available, source))
+
+
+def compact_memory(cfg: TrainConfig, device: TrainDevice, est: Estimate,
+                   usable: float) -> bool:
+    """``--compact-memory`` as given, else on for torch on CPU where the heap's retention
+    of freed blocks could push the peak past what fits."""
+    if cfg.compact_memory is not None:
+        return cfg.compact_memory
+    return (device.framework, device.kind) == ("torch", "cpu") and \
+        est.total * HEAP_RETENTION > usable
 
 
 def _of(available: int, source: str) -> str:

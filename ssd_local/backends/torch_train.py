@@ -245,7 +245,7 @@ def train(folder: Path, out_dir: Path, cfg: TrainConfig, train_set: list[Example
     """Train and write ``out_dir/checkpoints/`` and the final ``out_dir/adapter`` (LoRA) or
     ``out_dir/trained`` (full)."""
     device, dtype = device_for(world)
-    if device.type == "cpu":  # activations live in host memory: give freed ones back
+    if device.type == "cpu" and cfg.compact_memory:  # the memory plan's choice
         release_freed_blocks()
     model, tok = load_model(folder, cfg, dtype)
     module = wrap(model, cfg, world, device)

@@ -46,7 +46,9 @@ def loss_chunk(vocab: int) -> int:
 # and reallocates MiB-sized activations every micro-batch, so with the moving threshold they
 # pile up as resident memory nothing uses (SmolLM2-135M, 4 x 638 tokens, checkpointing on:
 # 4.5 GiB peak RSS for 1.5 GiB in use). A fixed threshold maps every block above it on its
-# own, and unmaps it when freed (tests/test_memory.py, bench/training.py).
+# own, and unmaps it when freed (tests/test_memory.py, bench/training.py). Fresh pages
+# for every large block cost time (about 1.3x the step), so the memory plan asks for it
+# only where the retained memory would not fit (``--compact-memory``).
 MMAP_THRESHOLD = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
 
