@@ -25,7 +25,7 @@ from ssd_local.config import TrainConfig
 from ssd_local.errors import UserError
 
 GiB = M.GiB
-MARGIN = (0.80, 1.10)  # measured peak / estimate
+MARGIN = (0.75, 1.10)  # measured peak / estimate (the runtime differs by ~80 MiB between installs)
 SMOLLM2 = {"model_type": "llama", "num_hidden_layers": 30, "hidden_size": 576,
            "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3,
            "head_dim": 64, "vocab_size": 49152, "tie_word_embeddings": True,
