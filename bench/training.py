@@ -11,7 +11,8 @@ The peft loop pads each batch of 4 consecutive samples to its longest and takes
 transformers' own loss (logits at every position), once as written and once with
 ``gradient_checkpointing_enable()``. ssd-local runs ``--batching group`` with the memory
 plan's automatic settings, then with checkpointing forced off and on at micro-batch 4
-(``--batching`` adds the other batching modes).
+(``--batching`` adds the other batching modes; ``--compact-memory on|off`` overrides
+the plan's choice on every row of ours).
 
 Per row: trained tokens/s (prompt + response, no padding); wall and CPU seconds per step,
 from the second step on (the machine may be shared: CPU time is what the step cost); the
@@ -47,7 +48,7 @@ def _per_step(clocks: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def ours(home: str, mode: str, steps: int, batch: int | None, ckpt: bool | None,
-         q: mp.Queue) -> None:
+         compact: bool | None, q: mp.Queue) -> None:
     os.environ["SSD_LOCAL_HOME"] = home
     from ssd_local import events
     from ssd_local.app.runs import Run, runs_root
@@ -70,7 +71,8 @@ def ours(home: str, mode: str, steps: int, batch: int | None, ckpt: bool | None,
 
     torch_train.collate = counting
     cfg = TrainConfig(max_steps=steps, batch_size=batch, effective_batch=8, batching=mode,
-                      gradient_checkpointing=ckpt, val_fraction=0.0, save_every=10_000)
+                      gradient_checkpointing=ckpt, compact_memory=compact, val_fraction=0.0,
+                      save_every=10_000)
     rows, clocks = [], []
 
     def on_event(e):
@@ -83,7 +85,7 @@ def ours(home: str, mode: str, steps: int, batch: int | None, ckpt: bool | None,
     wall, cpu = _per_step(clocks)
     q.put({"tps": rows[-1]["tokens_per_s"], "wall": wall, "cpu": cpu, "peak": peak_rss_mb(),
            "in_flight": widest[0], "batch": mem["batch_size"],
-           "ckpt": mem["gradient_checkpointing"],
+           "ckpt": mem["gradient_checkpointing"], "compact": mem.get("compact_memory"),
            "estimate": (mem["estimate_gib"] or {}).get("total")})
 
 
@@ -165,6 +167,9 @@ def main() -> None:
     ap.add_argument("--rows", default="peft-off,peft-on,auto,off,on",
                     help="which rows to run: peft-off, peft-on (the peft loop), auto, off, on "
                          "(ssd-local: automatic settings, checkpointing off, on)")
+    ap.add_argument("--compact-memory", choices=("auto", "on", "off"), default="auto",
+                    help="ssd-local's --compact-memory on every row of ours (default: the "
+                         "plan's choice)")
     ap.add_argument("--home", default=os.path.join(tempfile.gettempdir(), "ssd-local-bench"))
     a = ap.parse_args()
     os.environ["SSD_LOCAL_HOME"] = a.home
@@ -177,6 +182,7 @@ def main() -> None:
     print(f"SmolLM2-135M, LoRA r=16 all-linear, CPU fp32, {a.steps} steps x 8 examples "
           f"(answers up to {a.max_new_tokens} tokens)", flush=True)
     rows = a.rows.split(",")
+    compact = {"auto": None, "on": True, "off": False}[a.compact_memory]
     peft = {}
     for ckpt in (False, True):
         if f"peft-{'on' if ckpt else 'off'}" in rows:
@@ -188,10 +194,10 @@ def main() -> None:
         for row, batch, ckpt in (("auto", None, None), ("off", 4, False), ("on", 4, True)):
             if row not in rows:
                 continue
-            r = in_child(ours, a.home, mode, a.steps, batch, ckpt)
+            r = in_child(ours, a.home, mode, a.steps, batch, ckpt, compact)
             how = "auto: " if batch is None else ""
             label = (f"ours {mode}, {how}batch {r['batch']}, ckpt "
-                     f"{'on' if r['ckpt'] else 'off'}")
+                     f"{'on' if r['ckpt'] else 'off'}" + (", compact" if r["compact"] else ""))
             print(line(label, r), flush=True)
             auto = auto or (r if batch is None else None)
     if auto and True in peft:

@@ -108,14 +108,22 @@ def smol_tokenizer_model(tmp_path_factory):
     return out
 
 
-def copy_run(src: str, dst: str) -> Path:
-    """A copy of a run under another name (without its lock)."""
-    import shutil
-
+def copy_run(src: str, dst: str, *, link_weights: bool = False,
+             skip: tuple[str, ...] = ()) -> Path:
+    """A copy of a run under another name (without its lock, nor ``skip``). With
+    ``link_weights`` its weights and GGUFs are hard-linked (every write to them replaces
+    the file, so the original keeps its bytes)."""
     from ssd_local.app.runs import runs_root
 
+    def link_big(a: str, b: str) -> None:
+        if a.endswith((".gguf", ".safetensors")):
+            os.link(a, b)
+        else:
+            shutil.copy2(a, b)
+
     shutil.copytree(runs_root() / src, runs_root() / dst,
-                    ignore=shutil.ignore_patterns(".lock"))
+                    copy_function=link_big if link_weights else shutil.copy2,
+                    ignore=shutil.ignore_patterns(".lock", *skip))
     return runs_root() / dst
 
 
@@ -141,16 +149,7 @@ def distilled(tmp_path_factory, smollm2) -> Path:
 
 
 def copy_of(home: Path, name: str, monkeypatch) -> Path:
-    """A copy of run 'demo' in the shared home: weights and GGUFs hard-linked (every write
-    to them replaces the file, so the original keeps its bytes), the rest copied."""
-    def link_big(src: str, dst: str) -> None:
-        if src.endswith((".gguf", ".safetensors")):
-            os.link(src, dst)
-        else:
-            shutil.copy2(src, dst)
-
+    """A copy of run 'demo' in the shared home (``distilled``), its weights hard-linked,
+    with that home as SSD_LOCAL_HOME."""
     monkeypatch.setenv("SSD_LOCAL_HOME", str(home))
-    dst = home / "runs" / name
-    shutil.copytree(home / "runs" / "demo", dst, copy_function=link_big,
-                    ignore=shutil.ignore_patterns(".lock", "evals"))
-    return dst
+    return copy_run("demo", name, link_weights=True, skip=("evals",))

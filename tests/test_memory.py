@@ -147,6 +147,8 @@ def test_freed_memory_is_returned_where_the_heap_could_overflow():
     mlx = M.plan(M.dims_from_config(SMOLLM2), cfg,
                  replace(on_mlx, available=int(mlx_est / M.USABLE * 1.5)), WORK)
     assert mlx.compact_memory is False  # MLX has its own allocator
+    blind = M.plan(None, TrainConfig(compact_memory=True), CPU, WORK, "no estimate")
+    assert blind.apply(TrainConfig(compact_memory=True)).compact_memory is True  # as asked
 
 
 def test_explicit_flags_win():

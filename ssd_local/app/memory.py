@@ -326,7 +326,8 @@ def plan(dims: ModelDims | None, cfg: TrainConfig, device: TrainDevice, work: Wo
     if dims is None or available <= 0:
         b, ck = cands[0]
         why = unknown or f"no estimate ({source or 'free memory'} unknown)"
-        return MemoryPlan(b, ck, f"memory: {why}; {_settings(b, ck)}")
+        return MemoryPlan(b, ck, f"memory: {why}; {_settings(b, ck)}",
+                          compact_memory=cfg.compact_memory)  # as given, if given
     usable = available * USABLE
     default = cands[0]
     first = estimate(dims, work.shape(cfg, *default), device)
@@ -354,9 +355,7 @@ def plan(dims: ModelDims | None, cfg: TrainConfig, device: TrainDevice, work: Wo
         compact = compact_memory(cfg, device, est, usable)
         note = (f"memory: estimate {est.describe()} of {_of(available, source)}; "
                 f"{_settings(b, ck)}" + (f" ({'; '.join(why)})" if why else "")
-                + ("; freed memory returned at once" + (
-                    "" if cfg.compact_memory else f" ({HEAP_RETENTION:g}x the estimate "
-                    "would not fit)") if compact else ""))
+                + _compact_note(cfg, compact))
         return MemoryPlan(b, ck, note, est, available, source, compact)
     raise UserError(refusal(dims, cfg, device, work, available, source))
 
@@ -369,6 +368,13 @@ def compact_memory(cfg: TrainConfig, device: TrainDevice, est: Estimate,
         return cfg.compact_memory
     return (device.framework, device.kind) == ("torch", "cpu") and \
         est.total * HEAP_RETENTION > usable
+
+
+def _compact_note(cfg: TrainConfig, compact: bool) -> str:
+    if not compact:
+        return ""
+    why = "" if cfg.compact_memory else f" ({HEAP_RETENTION:g}x the estimate would not fit)"
+    return "; freed memory returned at once" + why
 
 
 def _of(available: int, source: str) -> str:

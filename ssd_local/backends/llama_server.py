@@ -24,6 +24,7 @@ llama.cpp logs go to the spec's log file (errors only), never to the user's term
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import queue
@@ -36,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 from ..errors import UserError
 
@@ -141,9 +143,6 @@ def _get(url: str, key: str | None, wait_s: float = 10.0) -> bytes:
     """GET ``url`` over a kept-alive connection that we close first: urllib asks the
     server to close (``Connection: close``), which leaves the server's port in TIME_WAIT
     after it stops, and a port that cannot be bound at once."""
-    import http.client
-    from urllib.parse import urlsplit
-
     u = urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname or "localhost", u.port, timeout=wait_s)
     try:
